@@ -37,6 +37,8 @@ class DataConfig(Section):
     """Longest clip, in frames at 20 fps; training pads to this length (HumanML3D: 196)."""
     captions_per_motion: int = 3
     """How many paraphrased captions the synthetic generator writes per motion (HumanML3D has ~3)."""
+    build_workers: int = 2
+    """Processes that build the synthetic dataset (1: build in the calling process)."""
 
     @model_validator(mode="after")
     def _frames(self) -> DataConfig:
@@ -70,6 +72,10 @@ class ModelConfig(Section):
     """MLD only: width of each VAE latent token."""
     vae_kl_weight: float = 1e-4
     """MLD only: weight of the KL term when training the VAE."""
+    vae_num_layers: int = 2
+    """MLD only: transformer layers of the motion VAE's encoder and of its decoder (each)."""
+    frames_per_token: int = 1
+    """MDM only: consecutive frames the denoiser reads as one token (1 = MDM; 2 halves the cost on CPU)."""
 
 
 class DiffusionConfig(Section):
@@ -102,6 +108,13 @@ class PretrainConfig(Section):
     """Write a checkpoint every this many steps (atomic; resume continues from the latest)."""
     vae_steps: int = 2000
     """MLD only: optimizer steps of the motion VAE before the latent denoiser."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value."""
+    log_every: int = 25
+    """Write a metrics line (metrics.jsonl) every this many steps."""
+    length_buckets: int = 8
+    """Draw this many batches' worth of motions, sort by length and train on one block: less padding, same
+    sampling probability per motion (1 = plain random batches)."""
 
 
 class RewardConfig(Section):
@@ -123,6 +136,10 @@ class RewardConfig(Section):
     """AdamW learning rate."""
     seed: int = 1
     """Seed (differs from the evaluator's so the two models are independent)."""
+    dropout: float = 0.1
+    """Dropout in both encoders (TMR: 0.1)."""
+    eval_every: int = 500
+    """Steps between text-to-motion retrieval checks on the val split (logged, and stored at the end)."""
 
 
 class EvaluatorConfig(Section):
@@ -138,6 +155,10 @@ class EvaluatorConfig(Section):
     """AdamW learning rate."""
     seed: int = 7
     """Seed (differs from the reward model's)."""
+    margin: float = 10.0
+    """Hinge margin of the evaluator's contrastive loss on Euclidean distances (T2M: 10)."""
+    eval_every: int = 500
+    """Training steps between R-precision checks on the val split."""
     replications: int = 5
     """Repetitions of each evaluation (paper: 20); results are mean +- 95% CI."""
     num_captions: int = 256
@@ -149,7 +170,23 @@ class EvaluatorConfig(Section):
     r_precision_pool: int = 32
     """R-precision pool: each motion against its caption and pool - 1 mismatched ones (T2M: 32)."""
     diversity_pairs: int = 300
-    """Random pairs for Diversity (T2M: 300)."""
+    """Random pairs for Diversity (T2M: 300); capped at the number of motions per replication."""
+    mm_pairs: int = 10
+    """Random pairs of generations per caption for MultiModality (T2M: 10 of 30 generations)."""
+    generate_batch_size: int = 128
+    """Captions generated per batch during evaluation (memory vs speed)."""
+
+    @model_validator(mode="after")
+    def _sizes(self) -> EvaluatorConfig:
+        if self.replications < 1 or self.generate_batch_size < 1:
+            raise ValueError("replications and generate_batch_size must be >= 1")
+        if not 3 <= self.r_precision_pool <= self.num_captions:
+            raise ValueError(f"need 3 <= r_precision_pool <= num_captions (R@3 needs a pool of 3), "
+                             f"got {self.r_precision_pool} and {self.num_captions}")
+        if self.mm_captions > 0 and not 1 <= self.mm_pairs <= self.mm_generations:
+            raise ValueError(f"MultiModality draws mm_pairs of mm_generations without replacement: need "
+                             f"1 <= mm_pairs <= mm_generations, got {self.mm_pairs} and {self.mm_generations}")
+        return self
 
 
 class ObjectiveConfig(Section):
@@ -195,7 +232,8 @@ class ScheduleConfig(Section):
     max_staleness: int = 1
     """Groups sampled by a policy more than this many versions old are dropped, never trained on."""
     rollout_ahead: int = 8
-    """Replay queue capacity in groups batches: how far rollout may run ahead of learning (back-pressure)."""
+    """Learner batches rollout may run ahead of the one being trained: the replay queue holds at most
+    (rollout_ahead + 1) * batch_size queued plus in-flight groups (back-pressure)."""
     num_rollout_workers: int = 1
     """Rollout actors in the pool."""
     rollout_batch_size: int = 16
@@ -210,6 +248,20 @@ class ScheduleConfig(Section):
     """Stop the run after this many consecutive steps with a NaN/inf loss or reward."""
     keep_queue_on_resume: bool = True
     """Save the replay queue's contents in checkpoints; if false, queued groups count as dropped ('resume')."""
+    grad_clip: float = 1.0
+    """Clip the policy's gradient norm to this (0 disables)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay of alignment."""
+    offline_pairs: int = 256
+    """offline_dpo only: captions whose best-vs-worst pair is sampled once from the reference model and reused."""
+    checkpoints_to_keep: int = 2
+    """Newest learner checkpoints kept in the run directory (older ones are deleted)."""
+    live_view: bool = True
+    """Show the rich live view in the terminal (progress lines are printed instead when false or not a TTY)."""
+    max_learner_failures: int = 2
+    """Times Ray Train restarts a failed learner worker group from its latest checkpoint before the run fails."""
+    final_eval: bool = True
+    """At the end, evaluate the aligned model against the base with the independent evaluator (report.md)."""
 
     @model_validator(mode="after")
     def _positive(self) -> ScheduleConfig:
@@ -219,12 +271,18 @@ class ScheduleConfig(Section):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_staleness < 0:
             raise ValueError(f"max_staleness must be >= 0, got {self.max_staleness}")
+        if self.rollout_ahead < 0:
+            raise ValueError(f"rollout_ahead must be >= 0, got {self.rollout_ahead}")
+        if self.batch_size % self.num_learners:
+            raise ValueError(f"batch_size {self.batch_size} must be divisible by num_learners {self.num_learners}")
+        if self.sync_timeout_s <= 0 or self.max_nonfinite_in_row < 1 or self.offline_pairs < 1:
+            raise ValueError("sync_timeout_s must be > 0, max_nonfinite_in_row and offline_pairs >= 1")
         return self
 
 
 class ClusterConfig(Section):
     address: str | None = None
-    """Ray address to join (`auto` inside a job); None starts a local Ray on this machine."""
+    """Ray address to join (HOST:6379, ray://HOST:10001, `auto`); None: RAY_ADDRESS if set, else a local Ray."""
     num_cpus: int | None = None
     """CPUs of the local Ray started when `address` is None (None: all cores)."""
     use_gpu: bool | Literal["auto"] = "auto"
@@ -235,6 +293,8 @@ class ClusterConfig(Section):
     """GPUs reserved by each rollout actor (fractions share a GPU)."""
     learner_cpus: float = 1.0
     """CPUs reserved by each learner worker."""
+    learner_gpus: float = 1.0
+    """GPUs reserved by each learner worker when on GPU (a fraction lets rollout actors share a workstation's GPU)."""
     rollout_resource: str | None = None
     """Custom resource rollout actors ask for (e.g. `rollout`), so a cluster can dedicate nodes to rollout."""
     learner_resource: str | None = None
@@ -245,6 +305,20 @@ class ClusterConfig(Section):
     """Ask the autoscaler for the rollout pool's resources and add actors as nodes arrive."""
     dashboard_host: str = "127.0.0.1"
     """Where a local Ray's dashboard binds; keep loopback unless you secure the port yourself."""
+    dashboard: bool = True
+    """Start the Ray dashboard with a local Ray (on dashboard_host:8265); false saves memory on small machines."""
+    connect_timeout_s: float = 10.0
+    """Seconds to wait for `address` to answer before failing with a clear error (Ray alone retries for minutes)."""
+
+    @model_validator(mode="after")
+    def _amounts(self) -> ClusterConfig:
+        for name in ("rollout_cpus", "rollout_gpus", "learner_cpus", "learner_gpus"):
+            value = getattr(self, name)
+            if value < 0 or (value > 1 and value != int(value)):
+                raise ValueError(f"{name} must be a fraction in [0, 1] or a whole number, got {value}")
+        if self.connect_timeout_s <= 0:
+            raise ValueError(f"connect_timeout_s must be > 0, got {self.connect_timeout_s}")
+        return self
 
 
 class Config(Section):
