@@ -1,0 +1,25 @@
+"""Preference objectives for diffusion models: SoPo (paper Eq. 17) and its baselines, as pure tensor functions.
+
+The learner calls `objective_loss(cfg, PreferenceTerms(...))`; `pair_sources(name)` says which samples to use.
+"""
+
+from sopo_ray.objectives.baselines import best_and_worst, sft_loss
+from sopo_ray.objectives.diffusion_dpo import diffusion_dpo_loss, dpo_difference, implicit_reward
+from sopo_ray.objectives.loss import PreferenceTerms, objective_loss, pair_sources
+from sopo_ray.objectives.sopo import below_tau, preferred_weight, resolve_tau, sopo_loss, tau_from_quantile
+
+__all__ = [
+    "PreferenceTerms",
+    "below_tau",
+    "best_and_worst",
+    "diffusion_dpo_loss",
+    "dpo_difference",
+    "implicit_reward",
+    "objective_loss",
+    "pair_sources",
+    "preferred_weight",
+    "resolve_tau",
+    "sft_loss",
+    "sopo_loss",
+    "tau_from_quantile",
+]

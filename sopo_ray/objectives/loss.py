@@ -1,0 +1,127 @@
+"""The one interface the learner calls: `objective_loss(cfg, terms)` for SoPo and every baseline.
+
+The learner assembles `PreferenceTerms` from the samples `pair_sources(cfg.name)` names, with the model's masked
+denoising errors of policy and reference on x^w and x^l at the same t and noise, and gets back the mean loss and a
+dict of plain-float metrics (bare names; the learner logs them under `loss/`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from sopo_ray.config import ObjectiveConfig
+from sopo_ray.objectives.baselines import sft_loss
+from sopo_ray.objectives.diffusion_dpo import diffusion_dpo_loss, dpo_difference, implicit_reward, pair_accuracy
+from sopo_ray.objectives.sopo import below_tau, sopo_loss
+
+ObjectiveName = Literal["sopo", "online_dpo", "offline_dpo", "sft"]
+PreferredSource = Literal["dataset", "best_sample", "offline_pair"]
+UnpreferredSource = Literal["worst_sample", "offline_pair"]
+
+_SOURCES: dict[str, tuple[PreferredSource, UnpreferredSource | None]] = {
+    "sopo": ("dataset", "worst_sample"),
+    "online_dpo": ("best_sample", "worst_sample"),
+    "offline_dpo": ("offline_pair", "offline_pair"),
+    "sft": ("dataset", None),
+}
+_DPO_TERMS = ("err_w_theta", "err_w_ref", "err_l_theta", "err_l_ref")
+_NEEDED: dict[str, tuple[str, ...]] = {"sft": ("err_w_theta",), "sopo": (*_DPO_TERMS, "reward_l", "beta_w")}
+
+
+def pair_sources(name: str) -> tuple[PreferredSource, UnpreferredSource | None]:
+    """Where objective `name` takes x^w and x^l from.
+
+    x^w: "dataset" (the caption's dataset motion), "best_sample" (highest-reward of the current policy's K samples),
+    "offline_pair" (a pair built once from the reference model's samples). x^l: "worst_sample" (lowest-reward of the
+    current policy's K samples), "offline_pair", or None (SFT has no x^l). Every objective but SFT also needs the
+    reference model's errors.
+    """
+    if name not in _SOURCES:
+        raise ValueError(f"unknown objective '{name}'; expected one of {sorted(_SOURCES)}")
+    return _SOURCES[name]
+
+
+@dataclass
+class PreferenceTerms:
+    """Per-sample inputs of a preference loss; every tensor is [B], one entry per caption/group.
+
+    Errors are `MotionGenerator.denoise_error` values: masked mean ||target - f(x_t, t, c)||^2 with t and noise
+    shared by all four. Only the policy errors may carry gradient. Terms an objective does not use may be None
+    (SFT needs only `err_w_theta`; SoPo needs all; the DPO baselines need all but `beta_w`).
+    """
+
+    err_w_theta: Tensor
+    """[B] policy error on x^w (carries gradient)."""
+    err_w_ref: Tensor | None = None
+    """[B] reference error on x^w (no gradient; detached here anyway)."""
+    err_l_theta: Tensor | None = None
+    """[B] policy error on x^l (carries gradient)."""
+    err_l_ref: Tensor | None = None
+    """[B] reference error on x^l."""
+    reward_l: Tensor | None = None
+    """[B] r(x^l, c), the reward of the unpreferred sample (SoPo's gate; a metric for the others)."""
+    beta_w: Tensor | None = None
+    """[B] preferred weight beta_w(x^w) from `preferred_weight` (SoPo only)."""
+
+    def validate(self, name: str) -> None:
+        """Raise ValueError if a term objective `name` needs is missing or any present term is not [B]."""
+        pair_sources(name)
+        missing = [field for field in _NEEDED.get(name, _DPO_TERMS) if getattr(self, field) is None]
+        if missing:
+            raise ValueError(f"objective '{name}' needs PreferenceTerms.{', '.join(missing)}")
+        shape = self.err_w_theta.shape
+        for field in ("err_w_theta", "err_w_ref", "err_l_theta", "err_l_ref", "reward_l", "beta_w"):
+            value = getattr(self, field)
+            if value is not None and (value.ndim != 1 or value.shape != shape):
+                raise ValueError(f"PreferenceTerms.{field} must be [B] = {tuple(shape)}, got {tuple(value.shape)}")
+
+
+def objective_loss(cfg: ObjectiveConfig, terms: PreferenceTerms, tau: float | None = None,
+                   ) -> tuple[Tensor, dict[str, float]]:
+    """Mean loss of objective `cfg.name` over the batch, and its metrics.
+
+    `tau` is the resolved threshold (`sopo.resolve_tau`, needed when `cfg.tau_quantile` is set); default `cfg.tau`.
+    Metrics: `loss`; `frac_below_tau` (fraction of groups with r(x^l, c) < tau); `reward_w`, `reward_l` (mean
+    implicit rewards -T w_t beta L(theta, ref, x)); `reward_margin` (their mean difference); `accuracy` (fraction
+    with implicit reward of x^w above x^l); `beta_w` (mean preferred weight). A metric is present when its inputs
+    are. Non-finite values are not masked: a NaN input gives a NaN loss for the trainer to count and skip.
+    """
+    name = cfg.name
+    terms.validate(name)
+    if tau is None:
+        if cfg.tau_quantile is not None:
+            raise ValueError("objective.tau_quantile is set: pass the resolved tau (sopo.resolve_tau)")
+        tau = cfg.tau
+    scale = cfg.timestep_weight * cfg.beta
+    diff_w = dpo_difference(terms.err_w_theta, terms.err_w_ref) if terms.err_w_ref is not None else None
+    diff_l = None
+    if terms.err_l_theta is not None and terms.err_l_ref is not None:
+        diff_l = dpo_difference(terms.err_l_theta, terms.err_l_ref)
+
+    if name == "sft":
+        per_sample = sft_loss(terms.err_w_theta)
+    elif name == "sopo":
+        per_sample = sopo_loss(diff_w, diff_l, terms.reward_l, terms.beta_w, cfg.beta, tau, cfg.timestep_weight)
+    else:
+        per_sample = diffusion_dpo_loss(diff_w, diff_l, cfg.beta, cfg.timestep_weight)
+    loss = per_sample.mean()
+
+    metrics: dict[str, float] = {"loss": float(loss.detach())}
+    with torch.no_grad():
+        if terms.reward_l is not None:
+            metrics["frac_below_tau"] = float(below_tau(terms.reward_l, tau).mean())
+            metrics["tau"] = float(tau)
+        if diff_w is not None:
+            metrics["reward_w"] = float(implicit_reward(diff_w, scale).mean())
+        if diff_l is not None:
+            metrics["reward_l"] = float(implicit_reward(diff_l, scale).mean())
+        if diff_w is not None and diff_l is not None:
+            metrics["reward_margin"] = metrics["reward_w"] - metrics["reward_l"]
+            metrics["accuracy"] = float(pair_accuracy(diff_w, diff_l))
+        if terms.beta_w is not None:
+            metrics["beta_w"] = float(terms.beta_w.mean())
+    return loss, metrics
