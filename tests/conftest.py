@@ -78,3 +78,16 @@ def smoke_workdir(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("smoke_artifacts")
     artifacts.resolve(load_config(REPO / "configs" / "smoke.yaml", [f"workdir={workdir}", f"data.root={workdir}/data"]))
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A small synthetic dataset (40 motions, clips of 40-80 frames) built once per session; returns the
+    DataConfig that points at it (pass it to `load_dataset(cfg, split)`)."""
+    from sopo_ray.config import DataConfig
+    from sopo_ray.data.synthetic import build_synthetic
+
+    cfg = DataConfig(root=tmp_path_factory.mktemp("tiny_dataset") / "synthetic", size=40, max_frames=80,
+                     build_workers=1)
+    build_synthetic(cfg, progress=False)
+    return cfg
