@@ -85,3 +85,10 @@ def test_sopo_beats_offline_and_online_dpo_over_seeds():
     assert all(r.metrics["offline_dpo"]["curve"][-1]["accuracy"] >= 0.95 for r in results)
     assert offline["frac_low_preference"] > 0.5
     assert sopo["frac_low_preference"] < 0.6 * ref["frac_low_preference"]
+
+
+def test_cli_defaults_match_toy_settings():
+    from sopo_ray.commands.toy import DEFAULT_STEPS
+    from sopo_ray.toy import ToySettings
+
+    assert DEFAULT_STEPS == ToySettings().steps

@@ -7,18 +7,17 @@ import json
 import time
 from pathlib import Path
 
-import torch
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from sopo_ray.errors import ConfigError
-from sopo_ray.toy import METHODS, ToySettings, run_toy, summarize
+
+# torch and the toy are imported inside `run`, so `sopo --help` and other commands stay fast.
+DEFAULT_STEPS = 300
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `toy` subcommand."""
-    defaults = ToySettings()
     parser = subparsers.add_parser(
         "toy", help="2-D toy: offline vs online DPO vs SoPo (writes toy.png and toy.json, < 1 min on CPU)",
         description="Train a tiny 2-D diffusion policy toward a two-mode preference with offline DPO, online DPO "
@@ -27,9 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the world, reference and runs (default 0)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="run seeds seed..seed+N-1 and average them in toy.json; the figure shows the first")
-    parser.add_argument("--steps", type=int, default=defaults.steps,
-                        help=f"alignment steps per method (default {defaults.steps})")
-    parser.add_argument("--reward", choices=["learned", "exact"], default=defaults.reward,
+    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                        help=f"alignment steps per method (default {DEFAULT_STEPS})")
+    parser.add_argument("--reward", choices=["learned", "exact"], default="learned",
                         help="reward model: a learned classifier (imperfect, default) or the true preference")
     parser.set_defaults(func=run)
 
@@ -38,6 +37,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the toy and write `toy.png` and `toy.json` under `args.out`."""
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
+    import torch
+    from pydantic import ValidationError
+
+    from sopo_ray.toy import METHODS, ToySettings, run_toy, summarize
+
     try:
         settings = [ToySettings(seed=args.seed + i, steps=args.steps, reward=args.reward)
                     for i in range(args.repeats)]
