@@ -11,7 +11,9 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,26 @@ def save_checkpoint(path: str | Path, kind: str, state: dict[str, Any], config: 
     return Path(path)
 
 
+def _unreadable(path: Path, exc: BaseException) -> str:
+    """One line on why torch.load(weights_only=True) refused `path`, and what to do."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    refused = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if refused or (isinstance(exc, pickle.UnpicklingError) and head[:1] == b"\x80"):
+        what = f"the Python object {refused.group(1)}" if refused else "pickled Python objects"
+        return (f"checkpoint {path} holds {what}, which safe loading (weights_only=True) refuses: it was not "
+                "written by sopo_ray; pass a checkpoint from `sopo pretrain`/`sopo reward train`, or re-save "
+                "only its tensors, and never load untrusted files with weights_only=False")
+    if not head:
+        problem = "is empty (0 bytes)"
+    elif head == b"PK\x03\x04":
+        problem = "is truncated or corrupt (its zip archive cannot be read)"
+    else:
+        problem = "is not a torch checkpoint (unknown file format)"
+    return (f"checkpoint {path} {problem}; delete it and retrain (or resume from an earlier checkpoint), "
+            "or pass another file")
+
+
 def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None,
                     data_id: str | None = None) -> dict[str, Any]:
     """Load a checkpoint safely (weights_only=True) and check its kind and dataset.
@@ -60,16 +82,17 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None,
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found; train one first or pass --checkpoint PATH")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning would break the one-line error
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a safe torch checkpoint ({reason[:120]}); "
-            "delete it and retrain, or point to another file"
-        ) from None
+        raise CheckpointError(_unreadable(path, exc)) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} was not written by sopo_ray (no '{FORMAT}' header); "
-                              "convert it with the model's loader or retrain with sopo_ray")
+        held = (f"a dict with keys {', '.join(map(str, list(payload)[:3]))}{', ...' if len(payload) > 3 else ''}"
+                if isinstance(payload, dict) else f"a {type(payload).__name__}")
+        raise CheckpointError(f"checkpoint {path} was not written by sopo_ray (no '{FORMAT}' header; it holds "
+                              f"{held}); pass a checkpoint from `sopo pretrain`/`sopo reward train`, or wrap its "
+                              "state dict with sopo_ray.checkpoint.save_checkpoint")
     kinds = (kind,) if isinstance(kind, str) else kind
     if kinds is not None and payload["kind"] not in kinds:
         raise CheckpointError(f"checkpoint {path} holds a '{payload['kind']}' model but a "

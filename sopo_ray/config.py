@@ -7,11 +7,13 @@ Cross-field checks live beside the fields as validators.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from sopo_ray.errors import ConfigError
 
@@ -128,8 +130,8 @@ class RewardConfig(Section):
     """InfoNCE temperature (TMR: 0.1)."""
     negative_filter: float = 0.8
     """Drop in-batch negatives whose captions have text similarity (cos+1)/2 above this (TMR: 0.8)."""
-    steps: int = 2000
-    """Training steps."""
+    steps: int = 1000
+    """Training steps (val retrieval plateaus by ~1000 on the default dataset)."""
     batch_size: int = 64
     """Batch size."""
     lr: float = 3e-4
@@ -145,11 +147,12 @@ class RewardConfig(Section):
 
 
 class EvaluatorConfig(Section):
-    latent_dim: int = 128
-    """Width of the evaluator's shared text/motion space."""
-    hidden_dim: int = 256
+    latent_dim: int = 64
+    """Width of the evaluator's shared text/motion space (small keeps FID's finite-sample bias low on CPU-sized
+    evaluations; T2M: 512)."""
+    hidden_dim: int = 128
     """Hidden width of the evaluator's convolutional motion encoder and GRU text encoder."""
-    steps: int = 2000
+    steps: int = 1500
     """Training steps (train split only)."""
     batch_size: int = 64
     """Batch size."""
@@ -163,17 +166,17 @@ class EvaluatorConfig(Section):
     """Training steps between R-precision checks on the val split."""
     replications: int = 5
     """Repetitions of each evaluation (paper: 20); results are mean +- 95% CI."""
-    num_captions: int = 256
-    """Held-out captions per replication (generated motions per replication)."""
-    mm_captions: int = 32
-    """Captions used for MultiModality."""
-    mm_generations: int = 10
+    num_captions: int = 128
+    """Held-out captions per replication (generated motions per replication; T2M: 1000, MDM: 1024)."""
+    mm_captions: int = 16
+    """Captions used for MultiModality (T2M: 100)."""
+    mm_generations: int = 5
     """Generations per caption for MultiModality (T2M code: 30)."""
     r_precision_pool: int = 32
     """R-precision pool: each motion against its caption and pool - 1 mismatched ones (T2M: 32)."""
     diversity_pairs: int = 300
     """Random pairs for Diversity (T2M: 300); capped at the number of motions per replication."""
-    mm_pairs: int = 10
+    mm_pairs: int = 5
     """Random pairs of generations per caption for MultiModality (T2M: 10 of 30 generations)."""
     generate_batch_size: int = 128
     """Captions generated per batch during evaluation (memory vs speed)."""
@@ -209,15 +212,26 @@ class ObjectiveConfig(Section):
     timestep_weight: float = 1.0
     """T * w_t folded into one constant multiplying the DPO logit."""
 
-    @model_validator(mode="after")
-    def _ranges(self) -> ObjectiveConfig:
-        if self.k < 2:
-            raise ValueError(f"k must be >= 2 to pick a worst sample from a group, got {self.k}")
-        if not 0.0 <= self.tau <= 1.0:
-            raise ValueError(f"tau must lie in the reward range [0, 1], got {self.tau}")
-        if self.tau_quantile is not None and not 0.0 < self.tau_quantile < 1.0:
-            raise ValueError(f"tau_quantile must lie in (0, 1), got {self.tau_quantile}")
-        return self
+    @field_validator("k")
+    @classmethod
+    def _k_range(cls, k: int) -> int:
+        if k < 2:
+            raise ValueError(f"k must be >= 2 to pick a worst sample from a group, got {k}")
+        return k
+
+    @field_validator("tau")
+    @classmethod
+    def _tau_range(cls, tau: float) -> float:
+        if not 0.0 <= tau <= 1.0:
+            raise ValueError(f"tau must lie in the reward range [0, 1], got {tau}")
+        return tau
+
+    @field_validator("tau_quantile")
+    @classmethod
+    def _tau_quantile_range(cls, q: float | None) -> float | None:
+        if q is not None and not 0.0 < q < 1.0:
+            raise ValueError(f"tau_quantile must lie in (0, 1), got {q}")
+        return q
 
 
 class ScheduleConfig(Section):
@@ -260,6 +274,8 @@ class ScheduleConfig(Section):
     """Newest learner checkpoints kept in the run directory (older ones are deleted)."""
     live_view: bool = True
     """Show the rich live view in the terminal (progress lines are printed instead when false or not a TTY)."""
+    max_worker_replacements: int = 10
+    """Rollout workers the driver may replace (died, failed, or stuck past sync_timeout_s) before the run fails."""
     max_learner_failures: int = 2
     """Times Ray Train restarts a failed learner worker group from its latest checkpoint before the run fails."""
     final_eval: bool = True
@@ -323,6 +339,39 @@ class ClusterConfig(Section):
         return self
 
 
+class ExperimentConfig(Section):
+    bases: list[Literal["mdm", "mld"]] = ["mdm", "mld"]
+    """Base models `sopo experiment compare` aligns (each pretrained or reused under workdir/base/<kind>)."""
+    methods: list[Literal["sft", "offline_dpo", "online_dpo", "sopo"]] = ["sft", "offline_dpo", "online_dpo", "sopo"]
+    """Alignment methods compared, each through the same trainer with the same steps and batch size."""
+    base_overrides: dict[str, list[str]] = {}
+    """Extra `key=value` overrides per base kind (e.g. mld: [objective.k=2]); applied after model.kind."""
+    curve_points: int = 4
+    """Intermediate checkpoints per aligned run evaluated for the oracle-accuracy-vs-steps plot (0: none)."""
+    curve_captions: int = 64
+    """Held-out captions of each intermediate-checkpoint evaluation (one replication, no MultiModality)."""
+    filmstrip_captions: int = 3
+    """Held-out captions drawn before and after SoPo in the filmstrip figure."""
+    ablation_base: Literal["mdm", "mld"] = "mdm"
+    """Base model of the ablations."""
+    ablation_steps: int | None = None
+    """Learner steps of each ablation run (None: schedule.total_steps)."""
+    ablation_replications: int | None = None
+    """Evaluation replications of each ablation run (None: evaluator.replications)."""
+    ablations: dict[str, list[int | float]] = {
+        "objective.k": [2, 4], "objective.tau": [0.3, 0.6], "objective.beta": [0.5, 2.0],
+        "schedule.sync_interval": [1, 20], "schedule.max_staleness": [0, 4]}
+    """SoPo ablations: config key -> values, each value one run that differs from the default only there."""
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ExperimentConfig:
+        if not self.bases or not self.methods:
+            raise ValueError("experiment.bases and experiment.methods must not be empty")
+        if self.curve_points < 0 or self.curve_captions < 3 or self.filmstrip_captions < 1:
+            raise ValueError("need curve_points >= 0, curve_captions >= 3 and filmstrip_captions >= 1")
+        return self
+
+
 class Config(Section):
     name: str = "sopo"
     """Run name; the run directory defaults to runs/<name>-<time>."""
@@ -345,6 +394,7 @@ class Config(Section):
     objective: ObjectiveConfig = ObjectiveConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     cluster: ClusterConfig = ClusterConfig()
+    experiment: ExperimentConfig = ExperimentConfig()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -361,18 +411,46 @@ def _allowed_keys(model: type[BaseModel], path: tuple[str, ...]) -> list[str]:
     return sorted(model.model_fields)
 
 
+def _field_at(loc: tuple[str, ...]) -> tuple[tuple[str, ...], FieldInfo | None]:
+    """The longest prefix of an error location that names config keys (pydantic appends union members such as
+    `bool` to it), and the field it ends at (a value or a section; None for the root)."""
+    model: type[BaseModel] | None = Config
+    field = None
+    for depth, part in enumerate(loc):
+        found = model.model_fields.get(part) if model is not None else None
+        if found is None:
+            return loc[:depth], field
+        field, annotation = found, found.annotation
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return loc, field
+
+
+def _as_yaml(value: Any) -> str:
+    """How a value is written after `--set key=` (YAML scalar: 300, 0.45, true, null, artifacts)."""
+    value = str(value) if isinstance(value, Path) else value
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     loc = tuple(str(p) for p in first["loc"])
-    key = ".".join(loc) or "<root>"
     if first["type"] == "extra_forbidden":
-        allowed = ", ".join(_allowed_keys(Config, loc[:-1]))
-        return f"unknown config key '{key}' in {source}; allowed keys here: {allowed}"
-    msg = first["msg"]
-    if first["type"] == "literal_error":
-        return f"bad value for config key '{key}' in {source}: {msg}"
-    value = first.get("input")
-    return f"bad value {value!r} for config key '{key}' in {source}: {msg}"
+        allowed = _allowed_keys(Config, loc[:-1])
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        guess = f"did you mean '{'.'.join((*loc[:-1], close[0]))}'? " if close else "remove it; "
+        return f"unknown config key '{'.'.join(loc)}' in {source}; {guess}allowed keys here: {', '.join(allowed)}"
+    loc, field = _field_at(loc)
+    key = ".".join(loc) or "<root>"
+    same_key = [e for e in err.errors() if tuple(str(p) for p in e["loc"][:len(loc)]) == loc]
+    msg = " or ".join(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in same_key))
+    annotation = field.annotation if field is not None else Config
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if first["type"] == "value_error":
+            return f"invalid config section '{key}' in {source}: {msg}; fix the keys it names"
+        return (f"config key '{key}' in {source} is a section, not a value ({msg}); set its keys instead, "
+                f"e.g. {key}.{next(iter(annotation.model_fields))}=...")
+    fix = f"e.g. {key}={_as_yaml(field.get_default(call_default_factory=True))} (the default)"
+    return f"bad value {first.get('input')!r} for config key '{key}' in {source}: {msg}; use {fix}"
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -415,7 +493,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         keys, value = parse_override(item)
         _merge(raw, keys, value)
     if overrides:
-        source = f"{source} (with --set overrides)"
+        source = f"{source} (with --set overrides)" if path is not None else "--set overrides"
     try:
         return Config.model_validate(raw)
     except ValidationError as err:

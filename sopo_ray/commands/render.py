@@ -23,6 +23,10 @@ def load_motion_joints(path: Path) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise DataError(f"{path} is not a plain .npy array ({exc}); save motions with numpy.save") from exc
+    if not isinstance(array, np.ndarray):
+        raise DataError(f"{path} is an .npz archive, not one array; save each motion with numpy.save to a .npy")
+    if array.dtype.kind not in "fiu" or not np.isfinite(array).all():
+        raise DataError(f"{path} holds NaN/inf or non-numeric values; regenerate the motion (or drop its bad frames)")
     while array.ndim > 2 and array.shape[0] == 1 and array.shape[1:] not in ((22, 3), (21, 3)):
         array = array[0]
     if array.ndim == 3 and array.shape[1:] in ((22, 3), (21, 3)):

@@ -77,6 +77,9 @@ def load_humanml3d(data_cfg: DataConfig, split: str) -> MotionDataset:
     if mean.shape != (dim,) or std.shape != (dim,):
         raise DataError(f"{root}/Mean.npy has {mean.shape[0]} dims but data.source={source} needs {dim}; "
                         f"set data.source to {'kitml' if mean.shape[0] == 251 else 'humanml3d'} for this folder")
+    if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+        raise DataError(f"{root}/Mean.npy or Std.npy has NaN/inf, zero or negative entries; copy the dataset's "
+                        "original files or recompute them from new_joint_vecs/")
     ids = [line.strip() for line in (root / f"{split}.txt").read_text().splitlines() if line.strip()]
     motions: dict[str, tuple[np.ndarray, list[str]]] = {}
     for motion_id in ids:
@@ -88,6 +91,9 @@ def load_humanml3d(data_cfg: DataConfig, split: str) -> MotionDataset:
             other = "kitml" if features.ndim == 2 and features.shape[1] == 251 else "humanml3d"
             raise DataError(f"{vec_path} has shape {features.shape} but data.source={source} needs [T, {dim}]; "
                             f"set data.source={other} or fix the folder")
+        if not np.isfinite(features).all():
+            raise DataError(f"{vec_path} holds NaN/inf values; re-extract this motion or remove {motion_id} from "
+                            f"{split}.txt")
         whole: list[str] = []
         clips: dict[tuple[int, int], list[str]] = {}
         for line in text_path.read_text(encoding="utf-8").splitlines():
