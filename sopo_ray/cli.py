@@ -14,6 +14,15 @@ from sopo_ray.errors import SopoError
 
 # Subcommand modules, in the order `sopo --help` lists them.
 COMMAND_MODULES: list[str] = [
+    "sopo_ray.commands.data",
+    "sopo_ray.commands.pretrain",
+    "sopo_ray.commands.align",
+    "sopo_ray.commands.generate",
+    "sopo_ray.commands.reward",
+    "sopo_ray.commands.evaluate",
+    "sopo_ray.commands.render",
+    "sopo_ray.commands.toy",
+    "sopo_ray.commands.experiment",
 ]
 
 
@@ -45,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SopoError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"error: {exc.strerror or exc}{where}; check the path and its permissions", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

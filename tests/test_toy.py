@@ -91,4 +91,4 @@ def test_cli_defaults_match_toy_settings():
     from sopo_ray.commands.toy import DEFAULT_STEPS
     from sopo_ray.toy import ToySettings
 
-    assert DEFAULT_STEPS == ToySettings().steps
+    assert ToySettings().steps == DEFAULT_STEPS
