@@ -76,8 +76,19 @@ class ModelConfig(Section):
     """MLD only: weight of the KL term when training the VAE."""
     vae_num_layers: int = 2
     """MLD only: transformer layers of the motion VAE's encoder and of its decoder (each)."""
-    frames_per_token: int = 1
-    """MDM only: consecutive frames the denoiser reads as one token (1 = MDM; 2 halves the cost on CPU)."""
+    frames_per_token: int = 2
+    """Consecutive frames read as one token by the MDM denoiser and the MLD VAE (2 halves the CPU cost; MDM is 1)."""
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ModelConfig:
+        if self.latent_dim % self.num_heads != 0:
+            raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by num_heads ({self.num_heads})")
+        for name in ("num_layers", "frames_per_token", "vae_latent_tokens", "vae_num_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.cond_drop_prob < 1.0:
+            raise ValueError(f"cond_drop_prob must lie in [0, 1), got {self.cond_drop_prob}")
+        return self
 
 
 class DiffusionConfig(Section):
@@ -96,19 +107,19 @@ class DiffusionConfig(Section):
 
 
 class PretrainConfig(Section):
-    steps: int = 3000
-    """Optimizer steps of base-model pretraining."""
+    steps: int = 1200
+    """Optimizer steps of base-model pretraining (MLD: of the latent denoiser)."""
     batch_size: int = 64
     """Batch size."""
-    lr: float = 2e-4
-    """AdamW learning rate."""
+    lr: float = 1e-3
+    """AdamW learning rate (1e-3 suits the tiny CPU model; use ~1e-4 for paper-size models)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     """Linear warm-up steps before cosine decay."""
-    checkpoint_every: int = 500
+    checkpoint_every: int = 200
     """Write a checkpoint every this many steps (atomic; resume continues from the latest)."""
-    vae_steps: int = 2000
+    vae_steps: int = 1000
     """MLD only: optimizer steps of the motion VAE before the latent denoiser."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value."""
@@ -117,6 +128,15 @@ class PretrainConfig(Section):
     length_buckets: int = 8
     """Draw this many batches' worth of motions, sort by length and train on one block: less padding, same
     sampling probability per motion (1 = plain random batches)."""
+
+    @model_validator(mode="after")
+    def _positive(self) -> PretrainConfig:
+        for name in ("batch_size", "checkpoint_every", "log_every", "length_buckets"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps < 0 or self.vae_steps < 0 or self.warmup_steps < 0:
+            raise ValueError("steps, vae_steps and warmup_steps must be >= 0")
+        return self
 
 
 class RewardConfig(Section):

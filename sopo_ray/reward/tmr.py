@@ -1,0 +1,206 @@
+"""TMR-style reward model r(x, c): a motion encoder and a text encoder into one L2-normalised space.
+
+The reward is TMR's score (cos(z_text, z_motion) + 1) / 2 in [0, 1], so SoPo's threshold tau = 0.45 means
+cosine < -0.1 exactly as in the released code. Two fixes relative to the code SoPo ran (see
+`../shared/design/motion_and_evaluation.md` section 6): the model takes UN-normalised HumanML3D features and
+normalises them once with its own per-dimension train-split statistics, and padding frames are never encoded
+(a key-padding mask, and padded values are zeroed so even NaN garbage past `lengths` cannot leak in).
+
+Motion encoder (TEMOS/TMR "ACTOR-style"): Linear(D -> d), one learned summary token prepended, sinusoidal
+positions, a transformer encoder; the token's output is the embedding. Text encoder: the frozen MiniLM
+sentence embedding through a small MLP. Training lives in `sopo_ray/reward/training.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sopo_ray.checkpoint import load_checkpoint
+from sopo_ray.errors import CheckpointError
+from sopo_ray.models.text_encoder import get_text_encoder, text_encoder_dim
+
+KIND = "reward"
+
+
+def as_motion_batch(features: Tensor | np.ndarray, lengths: Tensor | np.ndarray | list[int],
+                    device: torch.device) -> tuple[Tensor, Tensor]:
+    """Check and convert a motion batch: features `[B, T, D]` float32 and lengths `[B]` int64 on `device`,
+    with T cut to the longest length (the padding past it is never needed)."""
+    if isinstance(features, np.ndarray):  # datasets hold read-only arrays; torch wants writable memory
+        features = np.require(features, np.float32, ["W"])
+    x = torch.as_tensor(features, dtype=torch.float32, device=device)
+    n = torch.as_tensor(lengths, dtype=torch.long, device=device).reshape(-1)
+    if x.ndim != 3:
+        raise ValueError(f"motion features must be [B, T, D], got shape {tuple(x.shape)}")
+    if n.numel() != x.shape[0]:
+        raise ValueError(f"got {x.shape[0]} motions but {n.numel()} lengths")
+    if n.numel() and (int(n.min()) < 1 or int(n.max()) > x.shape[1]):
+        raise ValueError(f"lengths must lie in [1, {x.shape[1]}], got {int(n.min())}..{int(n.max())}")
+    t_max = int(n.max()) if n.numel() else 0
+    return x[:, :t_max], n
+
+
+def valid_mask(lengths: Tensor, t_max: int) -> Tensor:
+    """`[B, t_max]` bool, True on frames before each length."""
+    return torch.arange(t_max, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def sinusoidal_positions(length: int, dim: int, device: torch.device) -> Tensor:
+    """The transformer's sine/cosine position table `[length, dim]`."""
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
+
+class MotionEncoder(nn.Module):
+    """Normalised features `[B, T, D]` + valid mask -> `[B, d]` (the output at a learned summary token).
+
+    Each token embeds `frames_per_token` consecutive frames (1 = TMR's one token per frame); a token is masked
+    when all its frames are padding, and padding frames inside a token are already zero.
+    """
+
+    def __init__(self, feature_dim: int, latent_dim: int, num_layers: int, num_heads: int, ff_dim: int,
+                 dropout: float, frames_per_token: int = 1) -> None:
+        super().__init__()
+        self.frames_per_token = frames_per_token
+        self.embed = nn.Linear(feature_dim * frames_per_token, latent_dim)
+        self.token = nn.Parameter(torch.randn(1, 1, latent_dim) * 0.02)
+        self.dropout = nn.Dropout(dropout)
+        layer = nn.TransformerEncoderLayer(latent_dim, num_heads, ff_dim, dropout, activation="gelu",
+                                           batch_first=True)
+        layer.self_attn.dropout = 0.0  # dropout on the [B, heads, T, T] weights costs 30% of a CPU step
+        self.transformer = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        b, t, d = x.shape
+        p = self.frames_per_token
+        extra = (-t) % p
+        x = F.pad(x, (0, 0, 0, extra)).reshape(b, (t + extra) // p, p * d)
+        valid = F.pad(mask, (0, extra)).reshape(b, -1, p).any(-1)
+        h = torch.cat([self.token.expand(b, -1, -1), self.embed(x)], dim=1)
+        h = self.dropout(h + sinusoidal_positions(h.shape[1], h.shape[-1], h.device))
+        padding = torch.cat([torch.zeros(b, 1, dtype=torch.bool, device=x.device), ~valid], dim=1)
+        return self.transformer(h, src_key_padding_mask=padding)[:, 0]
+
+
+class TextHead(nn.Module):
+    """Frozen sentence embedding `[B, E]` -> `[B, d]` (a two-layer MLP with a residual projection)."""
+
+    def __init__(self, text_dim: int, latent_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.proj = nn.Linear(text_dim, latent_dim)
+        self.mlp = nn.Sequential(nn.LayerNorm(latent_dim), nn.Linear(latent_dim, 2 * latent_dim), nn.GELU(),
+                                 nn.Dropout(dropout), nn.Linear(2 * latent_dim, latent_dim))
+
+    def forward(self, emb: Tensor) -> Tensor:
+        h = self.proj(emb)
+        return h + self.mlp(h)
+
+
+class TMRReward(nn.Module):
+    """Contrastive text/motion model; `score` is the SoPo reward, `motion_similarity` feeds beta_w.
+
+    `mean`/`std` are this model's own per-dimension statistics of the train split (un-normalised features in,
+    normalised once here). All encode/score methods accept torch tensors or numpy arrays; they do not change
+    train/eval mode (a loaded model is in eval mode).
+    """
+
+    def __init__(self, mean: np.ndarray | Tensor, std: np.ndarray | Tensor, latent_dim: int = 128,
+                 num_layers: int = 2, num_heads: int = 4, ff_dim: int | None = None, dropout: float = 0.1,
+                 frames_per_token: int = 1, text_encoder: str = "minilm") -> None:
+        super().__init__()
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+        if mean_t.shape != std_t.shape or not torch.isfinite(std_t).all() or bool((std_t <= 0).any()):
+            raise ValueError("reward normaliser needs finite, positive std of the same size as mean")
+        self.register_buffer("mean", mean_t)
+        self.register_buffer("std", std_t)
+        self.text_encoder_name = text_encoder
+        self.arch: dict[str, Any] = {
+            "feature_dim": int(mean_t.numel()), "latent_dim": latent_dim, "num_layers": num_layers,
+            "num_heads": num_heads, "ff_dim": ff_dim or 4 * latent_dim, "dropout": dropout,
+            "frames_per_token": frames_per_token, "text_encoder": text_encoder,
+        }
+        self.motion_encoder = MotionEncoder(int(mean_t.numel()), latent_dim, num_layers, num_heads,
+                                            ff_dim or 4 * latent_dim, dropout, frames_per_token)
+        self.text_head = TextHead(text_encoder_dim(text_encoder), latent_dim, dropout)
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.mean.numel())
+
+    @property
+    def device(self) -> torch.device:
+        return self.mean.device
+
+    def normalize(self, x: Tensor, mask: Tensor) -> Tensor:
+        """(x - mean) / std on valid frames, exactly 0 on padding frames."""
+        return torch.where(mask[..., None], (x - self.mean) / self.std, torch.zeros((), device=x.device))
+
+    def encode_motion(self, features: Tensor | np.ndarray, lengths: Tensor | np.ndarray | list[int]) -> Tensor:
+        """Un-normalised features `[B, T, D]` (anything past `lengths` ignored) -> unit vectors `[B, d]`."""
+        x, n = as_motion_batch(features, lengths, self.device)
+        if x.shape[-1] != self.feature_dim:
+            raise ValueError(f"reward model expects {self.feature_dim}-dim features, got {x.shape[-1]}")
+        mask = valid_mask(n, x.shape[1])
+        return F.normalize(self.motion_encoder(self.normalize(x, mask), mask), dim=-1)
+
+    def sentence_embeddings(self, captions: list[str]) -> Tensor:
+        """The frozen encoder's embeddings `[B, E]` (cached per caption by the encoder)."""
+        return get_text_encoder(self.text_encoder_name).encode(list(captions)).to(self.device)
+
+    def encode_sentences(self, sentence_emb: Tensor) -> Tensor:
+        """Frozen sentence embeddings `[B, E]` -> unit vectors `[B, d]` in the shared space."""
+        return F.normalize(self.text_head(sentence_emb.to(self.device)), dim=-1)
+
+    def encode_text(self, captions: list[str]) -> Tensor:
+        """Captions -> unit vectors `[B, d]` in the shared space."""
+        return self.encode_sentences(self.sentence_embeddings(captions))
+
+    @torch.no_grad()
+    def score(self, features: Tensor | np.ndarray, lengths: Tensor | np.ndarray | list[int],
+              captions: list[str]) -> Tensor:
+        """The reward r(x, c) = (cos(z_text, z_motion) + 1) / 2 in [0, 1], shape `[B]`."""
+        if len(captions) != len(features):
+            raise ValueError(f"got {len(features)} motions but {len(captions)} captions")
+        z_m = self.encode_motion(features, lengths)
+        z_t = self.encode_text(captions)
+        return ((z_m * z_t).sum(-1).clamp(-1.0, 1.0) + 1.0) / 2.0
+
+    @torch.no_grad()
+    def motion_similarity(self, features_a: Tensor | np.ndarray, lengths_a: Tensor | np.ndarray | list[int],
+                          features_b: Tensor | np.ndarray, lengths_b: Tensor | np.ndarray | list[int]) -> Tensor:
+        """Motion-to-motion score (cos(z_a, z_b) + 1) / 2 in [0, 1], row by row, shape `[B]`."""
+        if len(features_a) != len(features_b):
+            raise ValueError(f"motion_similarity pairs rows: got {len(features_a)} and {len(features_b)}")
+        z_a = self.encode_motion(features_a, lengths_a)
+        z_b = self.encode_motion(features_b, lengths_b)
+        return ((z_a * z_b).sum(-1).clamp(-1.0, 1.0) + 1.0) / 2.0
+
+
+def reward_from_payload(payload: dict[str, Any]) -> TMRReward:
+    """Rebuild a TMRReward (eval mode) from a loaded checkpoint payload of kind "reward"."""
+    arch = dict(payload["arch"])
+    feature_dim = arch.pop("feature_dim")
+    model = TMRReward(torch.zeros(feature_dim), torch.ones(feature_dim), **arch)
+    try:
+        model.load_state_dict(payload["state"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"reward checkpoint does not fit this model ({str(exc).splitlines()[0][:100]}); "
+                              "retrain it with `sopo reward train`") from None
+    return model.eval()
+
+
+def load_reward(path: str | Path, data_id: str | None = None, device: str | torch.device = "cpu") -> TMRReward:
+    """Load a trained reward model (kind "reward"); `data_id` refuses one trained on another dataset."""
+    return reward_from_payload(load_checkpoint(path, KIND, data_id)).to(device)

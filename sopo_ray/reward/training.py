@@ -1,0 +1,167 @@
+"""Training the TMR-style reward model: symmetric InfoNCE with near-duplicate negatives filtered.
+
+`train_reward(cfg)` is what `sopo reward train` runs: train split only for the weights and the normaliser,
+val split for text-to-motion retrieval (R@1/R@5, reported in the checkpoint and the metrics file).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import Tensor
+
+from sopo_ray.checkpoint import save_checkpoint
+from sopo_ray.config import Config, RewardConfig, config_to_dict
+from sopo_ray.data.store import MotionDataset, load_dataset
+from sopo_ray.models.text_encoder import get_text_encoder
+from sopo_ray.reward.tmr import KIND, TMRReward
+from sopo_ray.tracking import MetricsWriter
+
+
+def feature_statistics(features: np.ndarray, lengths: np.ndarray, min_std: float = 1e-4,
+                       chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std `[D]` over the valid frames of `[N, T, D]` features (padding excluded).
+
+    Dimensions that never vary (std < min_std) get std 1, so they pass through centred instead of exploding.
+    """
+    d = features.shape[-1]
+    total, total_sq, count = np.zeros(d), np.zeros(d), 0
+    for start in range(0, len(features), chunk):
+        x = features[start:start + chunk].astype(np.float64)
+        mask = np.arange(x.shape[1])[None, :] < lengths[start:start + chunk, None]
+        valid = x[mask]
+        total += valid.sum(0)
+        total_sq += (valid * valid).sum(0)
+        count += len(valid)
+    if count == 0:
+        raise ValueError("no valid frames to compute feature statistics from")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean * mean, 0.0))
+    return mean.astype(np.float32), np.where(std < min_std, 1.0, std).astype(np.float32)
+
+
+def contrastive_loss(z_text: Tensor, z_motion: Tensor, sentence_emb: Tensor, temperature: float,
+                     negative_filter: float) -> Tensor:
+    """Symmetric InfoNCE over a batch of unit vectors `[B, d]` (row i of each is a positive pair).
+
+    Off-diagonal pairs whose captions are near-duplicates, text similarity (cos + 1) / 2 of the frozen sentence
+    embeddings above `negative_filter`, are not used as negatives (their logits are removed), as TMR does.
+    """
+    logits = z_text @ z_motion.T / temperature
+    sent = F.normalize(sentence_emb, dim=-1)
+    text_sim = (sent @ sent.T + 1.0) / 2.0
+    eye = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill((text_sim > negative_filter) & ~eye, float("-inf"))
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2.0
+
+
+def recall_at(sim: Tensor, ks: tuple[int, ...]) -> dict[int, float]:
+    """Text-to-motion recall: row i of `sim [N, N]` (text i vs all motions) hits if motion i ranks in the top k.
+    Ties with another motion count as misses."""
+    rank = (sim >= sim.diagonal()[:, None]).sum(1) - 1
+    return {k: float((rank < k).float().mean()) for k in ks}
+
+
+@torch.no_grad()
+def embed_dataset(model: TMRReward, dataset: MotionDataset, batch_size: int = 256) -> tuple[Tensor, Tensor]:
+    """Unit motion embeddings of every motion and text embeddings of each motion's first caption, `[N, d]` each."""
+    z_m = torch.cat([model.encode_motion(dataset.features[i:i + batch_size], dataset.lengths[i:i + batch_size])
+                     for i in range(0, len(dataset), batch_size)])
+    z_t = model.encode_text([c[0] for c in dataset.captions])
+    return z_t, z_m
+
+
+def retrieval_metrics(model: TMRReward, dataset: MotionDataset, seed: int = 0) -> dict[str, float]:
+    """Text-to-motion retrieval R@1/R@5 on `dataset`, one query per motion (its first caption), in three of
+    TMR's protocols: `all` ranks among every motion of the split; `b32` among random batches of 32 (the rest
+    dropped); `all_thr` is `all` but a retrieved motion also counts when its caption is a near-paraphrase of the
+    query (sentence similarity (cos + 1) / 2 >= 0.95), which a grammar-made dataset has many of."""
+    was_training = model.training
+    model.eval()
+    z_t, z_m = embed_dataset(model, dataset)
+    model.train(was_training)
+    sim = z_t @ z_m.T
+    out = {f"retrieval/all_R@{k}": v for k, v in recall_at(sim, (1, 5)).items()}
+    sent = F.normalize(model.sentence_embeddings([c[0] for c in dataset.captions]), dim=-1)
+    same_text = (sent @ sent.T + 1.0) / 2.0 >= 0.95
+    top = sim.topk(min(5, len(dataset)), dim=1).indices
+    for k in (1, 5):
+        out[f"retrieval/all_thr_R@{k}"] = float(same_text.gather(1, top[:, :k]).any(1).float().mean())
+    perm = torch.as_tensor(np.random.default_rng(seed).permutation(len(dataset)))
+    batches = len(dataset) // 32
+    if batches:
+        hits = [recall_at(sim[b][:, b], (1, 5)) for b in perm[: batches * 32].reshape(batches, 32)]
+        out.update({f"retrieval/b32_R@{k}": float(np.mean([h[k] for h in hits])) for k in (1, 5)})
+    out["retrieval/pool_all"] = float(len(dataset))
+    return out
+
+
+def fit_reward(train: MotionDataset, val: MotionDataset | None, rcfg: RewardConfig,
+               log: MetricsWriter | None = None, progress: bool = True) -> tuple[TMRReward, dict[str, float]]:
+    """Train a TMRReward on `train` (statistics included) and return it in eval mode with its last metrics."""
+    torch.manual_seed(rcfg.seed)
+    rng = np.random.default_rng(rcfg.seed)
+    mean, std = feature_statistics(train.features, train.lengths)
+    model = TMRReward(mean, std, rcfg.latent_dim, rcfg.num_layers, rcfg.num_heads, dropout=rcfg.dropout,
+                      frames_per_token=rcfg.frames_per_token)
+    texts = sorted({c for caps in train.captions for c in caps})
+    table = get_text_encoder(model.text_encoder_name).encode(texts)
+    index = {c: i for i, c in enumerate(texts)}
+    caption_ids = [[index[c] for c in caps] for caps in train.captions]
+
+    opt = torch.optim.AdamW(model.parameters(), lr=rcfg.lr, weight_decay=0.01)
+    warmup = max(1, min(100, rcfg.steps // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
+        1.0 + math.cos(math.pi * min(1.0, s / max(1, rcfg.steps)))))
+    batch = min(rcfg.batch_size, len(train))
+    metrics: dict[str, float] = {}
+    model.train()
+    columns = (TextColumn("reward"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),
+               TimeRemainingColumn())
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("train", total=rcfg.steps, loss="-")
+        for step in range(1, rcfg.steps + 1):
+            idx = rng.choice(len(train), batch, replace=False)
+            ids = torch.as_tensor([caption_ids[i][rng.integers(len(caption_ids[i]))] for i in idx])
+            sent = table[ids]
+            z_m = model.encode_motion(train.features[idx], train.lengths[idx])
+            z_t = model.encode_sentences(sent)
+            loss = contrastive_loss(z_t, z_m, sent, rcfg.temperature, rcfg.negative_filter)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            metrics = {"loss/infonce": loss.item(), "lr": sched.get_last_lr()[0]}
+            if val is not None and (step % rcfg.eval_every == 0 or step == rcfg.steps):
+                metrics.update(retrieval_metrics(model, val))
+            if log is not None and (step % 50 == 0 or step == rcfg.steps or "retrieval/all_R@1" in metrics):
+                log.log(step, **metrics)
+            bar.update(task, advance=1, loss=f"{loss.item():.3f}")
+    return model.eval(), metrics
+
+
+def train_reward(cfg: Config, out_path: str | Path | None = None, progress: bool = True) -> Path:
+    """Train the reward model on `cfg.data`'s train split; write `{workdir}/reward/reward.pt` (or `out_path`)
+    and its metrics JSONL beside it. Returns the checkpoint path."""
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    out = Path(out_path) if out_path is not None else Path(cfg.workdir) / "reward" / "reward.pt"
+    train = load_dataset(cfg.data, "train")
+    val = load_dataset(cfg.data, "val")
+    metrics_path = out.with_name(f"{out.stem}_metrics.jsonl")
+    metrics_path.unlink(missing_ok=True)
+    start = time.time()
+    with MetricsWriter(metrics_path) as log:
+        model, metrics = fit_reward(train, val, cfg.reward, log, progress)
+    state: dict[str, Any] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return save_checkpoint(out, KIND, state, config_to_dict(cfg), train.data_id, arch=model.arch,
+                           metrics=metrics, train_seconds=round(time.time() - start, 1))
