@@ -1,0 +1,256 @@
+"""`sopo experiment compare|ablate`: the paper's comparison at equal compute, through the one distributed trainer.
+
+    compare   for each base kind (experiment.bases): pretrain it or reuse {workdir}/base/<kind>/base.pt, reuse or
+              train the reward model and the evaluator, align it with every method (experiment.methods) by running
+              the Driver once per method (same steps, same batch), then evaluate the base, every aligned policy
+              and the real motions on the held-out test split; intermediate checkpoints give oracle accuracy vs
+              steps; results.json, results.md and figures go to the experiment folder
+    ablate    SoPo on experiment.ablation_base, one run per value of each key of experiment.ablations
+
+Layout of the experiment folder (each run directory is an ordinary `sopo align` run directory):
+
+    <out>/<kind>/<method>/      config.yaml, metrics.jsonl, learner-*/step_*/, policy.pt, done.json, eval.json
+    <out>/<kind>/base_eval.json, <out>/real_eval.json
+    <out>/ablations/<key>=<value>/
+    <out>/results.json, results.md, *.png
+
+Finished runs (done.json) and evaluations (eval.json, curve/*.json) are reused, so an interrupted experiment
+continues where it stopped; a run directory without done.json is started again from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from sopo_ray import artifacts
+from sopo_ray.config import Config, config_to_dict, with_overrides
+from sopo_ray.errors import SopoError
+from sopo_ray.experiment_cost import alignment_cost, pretrain_cost
+from sopo_ray.experiment_eval import model_paths, run_jobs
+from sopo_ray.tracking import read_metrics
+
+
+class ExperimentError(SopoError):
+    """An aligned run of the experiment failed (the message names the run directory)."""
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2))
+    tmp.replace(path)
+
+
+def base_config(cfg: Config, kind: str) -> Config:
+    """The experiment's config for one base kind (model.kind plus experiment.base_overrides[kind])."""
+    return with_overrides(cfg, [f"model.kind={kind}", *cfg.experiment.base_overrides.get(kind, [])])
+
+
+def run_config(cfg: Config, method: str, run_dir: Path, extra: list[str] | None = None) -> Config:
+    """The config of one aligned run: the method, no live view, no per-run final evaluation (the experiment
+    evaluates everything with one seed), and checkpoints kept at the curve points."""
+    cfg = with_overrides(cfg, [f"objective.name={method}", *(extra or [])])
+    points = max(cfg.experiment.curve_points, 1)
+    interval = max(1, cfg.schedule.total_steps // points)
+    return with_overrides(cfg, [
+        "schedule.final_eval=false", "schedule.live_view=false", f"output_dir={run_dir}",
+        f"name={cfg.name}-{cfg.model.kind}-{method}", f"schedule.checkpoint_interval={interval}",
+        f"schedule.checkpoints_to_keep={points + 1}"])
+
+
+class Experiment:
+    """One experiment folder; `compare()` and `ablate()` fill it and return results.json's dict."""
+
+    def __init__(self, cfg: Config, out: Path, console: Console | None = None) -> None:
+        self.cfg, self.out = cfg, Path(out)
+        self.console = console or Console()
+        self.results_path = self.out / "results.json"
+        self.results: dict[str, Any] = _read_json(self.results_path) or {}
+        self.results["config"] = config_to_dict(cfg)
+
+    def save(self) -> Path:
+        """Write results.json (atomically)."""
+        _write_json(self.results_path, self.results)
+        return self.results_path
+
+    # ------------------------------------------------------------------------------------------------
+    # Inputs: base model, reward model, evaluator (timed when built here)
+    # ------------------------------------------------------------------------------------------------
+
+    def prepare(self, cfg: Config) -> artifacts.Artifacts:
+        """Build or reuse the dataset, base model, reward model and evaluator of `cfg`, recording build times."""
+        from sopo_ray.distributed import cluster
+        from sopo_ray.evaluation.evaluator import train_evaluator
+        from sopo_ray.models.pretrain import pretrain
+        from sopo_ray.reward.training import train_reward
+
+        builders = [(artifacts.base_path(cfg), lambda p: pretrain(cfg, p.parent, console=self.console)),
+                    (artifacts.reward_path(cfg), lambda p: train_reward(cfg, p)),
+                    (artifacts.evaluator_path(cfg), lambda p: train_evaluator(cfg, p))]
+        for path, build in builders:
+            if not path.is_file():
+                self.console.print(f"[bold]building[/] {path}")
+                start = time.time()
+                build(path)
+                _write_json(path.parent / "build_time.json", {"wall_s": time.time() - start})
+        art = artifacts.resolve(cfg, self.console)
+        cluster.connect(cfg.cluster)
+        return art
+
+    # ------------------------------------------------------------------------------------------------
+    # One aligned run, evaluations
+    # ------------------------------------------------------------------------------------------------
+
+    def align(self, cfg: Config, art: artifacts.Artifacts, run_dir: Path) -> dict[str, Any]:
+        """Run (or reuse) one alignment in `run_dir` through the Driver; returns its done.json record."""
+        import ray
+
+        from sopo_ray.distributed.driver import Driver
+
+        done = _read_json(run_dir / "done.json")
+        if done is not None:
+            self.console.print(f"reusing finished run {run_dir}")
+            return done
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        self.console.rule(f"{cfg.model.kind} · {cfg.objective.name} · {run_dir}")
+        start = time.time()
+        driver = Driver(cfg, run_dir, console=self.console)
+        try:
+            status = driver.run()
+        finally:
+            for actor in (getattr(driver, "store", None), driver.queue):
+                if actor is not None:
+                    ray.kill(actor)
+        wall = time.time() - start
+        if status != 0 or not (run_dir / "policy.pt").is_file():
+            raise ExperimentError(f"the {cfg.objective.name} run in {run_dir} ended with status {status}; see its "
+                                  "metrics.jsonl, fix the cause and rerun the experiment (finished runs are reused)")
+        records = list(read_metrics(run_dir / "metrics.jsonl"))
+        done = {"wall_s": wall, "objective": cfg.objective.name, "steps": cfg.schedule.total_steps,
+                "cost": alignment_cost(cfg, records, self._offline_pairs(cfg, art))}
+        _write_json(run_dir / "done.json", done)
+        return done
+
+    @staticmethod
+    def _offline_pairs(cfg: Config, art: artifacts.Artifacts) -> int:
+        """How many pairs the Driver samples before an offline_dpo run (0 for the other methods)."""
+        from sopo_ray.distributed.group import caption_table
+
+        if cfg.objective.name != "offline_dpo":
+            return 0
+        return min(cfg.schedule.offline_pairs, len(caption_table(art.train.motion_ids, art.train.captions)))
+
+    def evaluate(self, cfg: Config, named: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Run evaluation jobs {name: job} (each cached in job['cache']) two at a time; returns {name: table}."""
+        paths = model_paths(cfg)
+        todo = {n: j for n, j in named.items() if _read_json(Path(j["cache"])) is None}
+        if todo:
+            self.console.print(f"evaluating {len(todo)} model(s): {', '.join(todo)}")
+            tables = run_jobs(cfg, [{**paths, **{k: v for k, v in j.items() if k != "cache"}} for j in todo.values()])
+            for job, table in zip(todo.values(), tables, strict=True):
+                _write_json(Path(job["cache"]), table)
+        return {n: _read_json(Path(j["cache"])) for n, j in named.items()}
+
+    def curve(self, cfg: Config, art: artifacts.Artifacts, run_dir: Path, base_point: dict[str, Any]
+              ) -> list[dict[str, Any]]:
+        """Oracle accuracy, reward and R@1 of the run's kept learner checkpoints (step 0: the base model)."""
+        from sopo_ray.distributed.learner import LEARNER_FILE
+
+        if cfg.experiment.curve_points == 0:
+            return []
+        steps = {int(p.parent.name.split("_")[1]): p for p in run_dir.glob(f"learner-*/step_*/{LEARNER_FILE}")}
+        jobs = {str(s): {"kind": "curve", "checkpoint": str(p.resolve()), "base": str(art.base_path.resolve()),
+                         "cache": str(run_dir / "curve" / f"step_{s:08d}.json")} for s, p in sorted(steps.items())}
+        tables = self.evaluate(cfg, jobs)
+        return [{"step": 0, **base_point}] + [{"step": int(s), **t} for s, t in tables.items()]
+
+    # ------------------------------------------------------------------------------------------------
+    # The comparison and the ablations
+    # ------------------------------------------------------------------------------------------------
+
+    def compare(self) -> dict[str, Any]:
+        """The main table: every base x every method, evaluated with one seed on the test split."""
+        e = self.cfg.experiment
+        bases: dict[str, Any] = self.results.setdefault("bases", {})
+        for kind in e.bases:
+            cfg = base_config(self.cfg, kind)
+            art = self.prepare(cfg)
+            dirs = {m: self.out / kind / m for m in e.methods}
+            runs = {m: self.align(run_config(cfg, m, d), art, d) for m, d in dirs.items()}
+            jobs = {"base": {"kind": "full", "checkpoint": str(art.base_path.resolve()),
+                             "cache": str(self.out / kind / "base_eval.json")},
+                    **{m: {"kind": "full", "checkpoint": str((d / "policy.pt").resolve()),
+                           "cache": str(d / "eval.json")} for m, d in dirs.items()}}
+            if "real" not in self.results:
+                jobs["real"] = {"kind": "real", "cache": str(self.out / "real_eval.json")}
+            tables = self.evaluate(cfg, jobs)
+            if "real" in tables:
+                self.results["real"] = tables.pop("real")
+            base_point = self.evaluate(cfg, {"base": {"kind": "curve", "checkpoint": str(art.base_path.resolve()),
+                                                      "cache": str(self.out / kind / "base_curve.json")}})["base"]
+            bases[kind] = {
+                "pretrain": pretrain_cost(cfg, art.base_path),
+                "base": tables["base"],
+                "methods": {m: {"eval": tables[m], "run": runs[m], "dir": str(d),
+                                "curve": self.curve(run_config(cfg, m, d), art, d, base_point)}
+                            for m, d in dirs.items()}}
+            self.save()
+        return self.results
+
+    def ablate(self) -> dict[str, Any]:
+        """SoPo with one key changed at a time (experiment.ablations), on experiment.ablation_base: every run
+        first, then all evaluations (two at a time)."""
+        e = self.cfg.experiment
+        cfg = base_config(self.cfg, e.ablation_base)
+        extra = [f"schedule.total_steps={e.ablation_steps or cfg.schedule.total_steps}", "experiment.curve_points=1"]
+        if e.ablation_replications:
+            extra.append(f"evaluator.replications={e.ablation_replications}")
+        cfg = with_overrides(cfg, extra)
+        art = self.prepare(cfg)
+        settings = {"default": []} | {f"{key}={value}": [f"{key}={value}"]
+                                      for key, values in e.ablations.items() for value in values}
+        rows: dict[str, Any] = {}
+        self.results["ablations"] = {"base": e.ablation_base, "steps": cfg.schedule.total_steps,
+                                     "replications": cfg.evaluator.replications,
+                                     "defaults": {key: _get(cfg, key) for key in e.ablations}, "rows": rows}
+        dirs = {name: self.out / "ablations" / name for name in settings}
+        for name, overrides in settings.items():
+            run = self.align(run_config(cfg, "sopo", dirs[name], overrides), art, dirs[name])
+            rows[name] = {"run": run, "overrides": overrides,
+                          "below_tau": _step_mean(dirs[name], "loss/frac_below_tau")}
+        tables = self.evaluate(cfg, {name: {"kind": "full", "checkpoint": str((d / "policy.pt").resolve()),
+                                            "cache": str(d / "eval.json")} for name, d in dirs.items()})
+        for name, table in tables.items():
+            rows[name]["eval"] = table
+        self.save()
+        return self.results
+
+
+def _get(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _step_mean(run_dir: Path, key: str) -> float | None:
+    """Mean of `key` over a run's learner-step records in metrics.jsonl (None if never logged)."""
+    values = [r[key] for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "step"
+              and isinstance(r.get(key), int | float)]
+    return sum(values) / len(values) if values else None
+
+
+def default_out(cfg: Config) -> Path:
+    """runs/experiment-<name>: where `sopo experiment` writes when --out is not given."""
+    return Path("runs") / f"experiment-{cfg.name}"
