@@ -1,0 +1,31 @@
+"""`sopo pretrain`: train the base text-to-motion diffusion model (MDM- or MLD-style) on the configured data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sopo_ray.cli import add_config_args
+from sopo_ray.config import load_config
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `pretrain` subcommand."""
+    parser = subparsers.add_parser(
+        "pretrain", help="train the base diffusion model (MDM or MLD) on the dataset",
+        description="Pretrain the base model of the config (model.kind) on the train split. Resumes from "
+                    "OUT/last.pt; writes OUT/base.pt and OUT/metrics.jsonl.")
+    add_config_args(parser)
+    parser.add_argument("--out", default=None, help="output folder (default: {workdir}/base/{model.kind})")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Pretrain and print the path of the base checkpoint."""
+    from sopo_ray.models.pretrain import base_dir, pretrain
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else base_dir(cfg)
+    path = pretrain(cfg, out)
+    print(path)
+    return 0

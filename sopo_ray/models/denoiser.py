@@ -1,0 +1,84 @@
+"""MDM-style denoiser: a transformer encoder over a sequence (motion frames or VAE latent tokens).
+
+One condition token (timestep embedding + projected text embedding, or a learned null embedding when the text is
+dropped for classifier-free guidance) is prepended to the projected input sequence, sinusoidal positions are
+added, padded frames are zeroed and excluded with a key padding mask, and each output token is projected back to
+the input width. The output is read as x0 or epsilon by `GaussianDiffusion` (per `model.prediction`).
+
+With `frames_per_token = p > 1`, p consecutive frames are concatenated into one token (and split again at the
+output), which divides the sequence length, and so the CPU cost, by about p.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+def sinusoidal_table(length: int, dim: int) -> Tensor:
+    """Sinusoidal position table [length, dim] (sin on even, cos on odd channels)."""
+    pos = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table
+
+
+def timestep_embedding(t: Tensor, dim: int) -> Tensor:
+    """Sinusoidal embedding [B, dim] of integer (or real) timesteps t [B]."""
+    half = dim // 2
+    freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freq[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return nn.functional.pad(emb, (0, dim % 2))
+
+
+class MotionDenoiser(nn.Module):
+    """f(x_t, t, c): [B, L, C] noisy sequence -> [B, L, C] prediction (x0 or eps)."""
+
+    def __init__(self, in_dim: int, text_dim: int, latent_dim: int, num_layers: int, num_heads: int,
+                 ff_dim: int, dropout: float, max_len: int, frames_per_token: int = 1) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.max_len = max_len
+        self.patch = frames_per_token
+        tokens = -(-max_len // frames_per_token)
+        self.input_proj = nn.Linear(in_dim * frames_per_token, latent_dim)
+        self.time_mlp = nn.Sequential(nn.Linear(latent_dim, latent_dim), nn.SiLU(),
+                                      nn.Linear(latent_dim, latent_dim))
+        self.text_proj = nn.Linear(text_dim, latent_dim)
+        self.null_cond = nn.Parameter(torch.zeros(latent_dim))
+        self.register_buffer("positions", sinusoidal_table(tokens + 1, latent_dim), persistent=False)
+        layer = nn.TransformerEncoderLayer(latent_dim, num_heads, ff_dim, dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.out_norm = nn.LayerNorm(latent_dim)
+        self.output_proj = nn.Linear(latent_dim, in_dim * frames_per_token)
+
+    def condition(self, t: Tensor, text_emb: Tensor, keep_cond: Tensor | None) -> Tensor:
+        """Condition token [B, latent_dim]: timestep embedding + text projection (or the null embedding)."""
+        text = self.text_proj(text_emb)
+        if keep_cond is None:  # still route through `where` so null_cond is in the graph (DDP-safe)
+            keep_cond = torch.ones(text.shape[0], dtype=torch.bool, device=text.device)
+        text = torch.where(keep_cond[:, None], text, self.null_cond.expand_as(text))
+        return self.time_mlp(timestep_embedding(t, self.latent_dim)) + text
+
+    def forward(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor,
+                keep_cond: Tensor | None = None) -> Tensor:
+        """x_t [B, L, C], t [B] int, text_emb [B, E], mask [B, L] bool valid, keep_cond [B] bool -> [B, L, C]."""
+        batch, length, channels = x_t.shape
+        if length > self.max_len:
+            raise ValueError(f"sequence of {length} frames exceeds the denoiser's {self.max_len}")
+        extra = -length % self.patch
+        x = nn.functional.pad(x_t * mask[..., None], (0, 0, 0, extra))
+        tokens = x.reshape(batch, (length + extra) // self.patch, self.patch * channels)
+        token_mask = nn.functional.pad(mask, (0, extra)).reshape(batch, -1, self.patch).any(-1)
+        cond = self.condition(t, text_emb, keep_cond)
+        h = torch.cat([cond[:, None], self.input_proj(tokens)], dim=1) + self.positions[: tokens.shape[1] + 1]
+        valid = torch.cat([torch.ones_like(token_mask[:, :1]), token_mask], dim=1)
+        h = self.encoder(h, src_key_padding_mask=~valid)
+        out = self.output_proj(self.out_norm(h[:, 1:]))
+        return out.reshape(batch, length + extra, channels)[:, :length]
