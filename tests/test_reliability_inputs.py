@@ -102,16 +102,10 @@ CASES = [
          ("{kit_npy}", "(60, 251)", "expected [frames, 263]")),
     Case("empty-caption-generate", "empty caption to `sopo generate`",
          ("generate", "", "--checkpoint", "{generator_pt}", "--out", "{out}/motion.npy", "--steps", "2"),
-         ("empty caption", "a person walks"),
-         pending="sopo_ray/commands/generate.py (models engineer) samples an unconditional motion; fix: first "
-                 "thing in run(), `if any(not c.strip() for c in args.captions): raise ConfigError('empty "
-                 "caption: describe the motion, e.g. sopo generate \"a person walks forward\" --out walk.gif')`"),
+         ("empty caption", "a person walks")),
     Case("empty-caption-score", "blank caption to `sopo reward score`",
          ("reward", "score", "{motion_npy}", "  ", "--checkpoint", "{reward_pt}"),
-         ("empty caption", "a person walks"),
-         pending="sopo_ray/commands/reward.py run_score (reward engineer) scores it; fix: before load_reward, "
-                 "`if any(not c.strip() for c in args.captions): raise DataError('empty caption: give the text to "
-                 "score, e.g. sopo reward score motion.npy \"a person walks forward\"')`"),
+         ("empty caption", "a person walks")),
     Case("truncated-checkpoint", "checkpoint cut off half-way (interrupted copy)",
          ("generate", "a person walks forward", "--checkpoint", "{truncated_pt}", "--out", "{out}/motion.npy"),
          ("{truncated_pt}", "truncated or corrupt", "delete it and retrain")),
@@ -138,10 +132,7 @@ CASES = [
     Case("datasets-differ-evaluate", "`sopo evaluate` of a generator trained on another dataset",
          ("evaluate", "--config", "{tiny_yaml}", "--checkpoint", "{other_data_generator_pt}", "--evaluator",
           "{reward_pt}", "--reward", "{reward_pt}", "--out", "{out}/eval.json"),
-         ("{other_data_generator_pt}", OTHER_DATA_ID, "{data_id}", "retrain"),
-         pending="sopo_ray/commands/evaluate.py (reward engineer) loads generators without a dataset check; fix: "
-                 "right after `dataset = load_dataset(...)`, `for path in args.checkpoint: "
-                 "load_checkpoint(path, KINDS, dataset.data_id)` (or pass data_id to load_generator)"),
+         ("{other_data_generator_pt}", OTHER_DATA_ID, "{data_id}", "retrain")),
     Case("unreachable-ray", "cluster.address pointing at a port where nothing listens",
          ("align", "--config", "{tiny_yaml}", "--set", "cluster.address=127.0.0.1:{port}", "--set",
           "cluster.connect_timeout_s=2", "--output-dir", "{out}"),

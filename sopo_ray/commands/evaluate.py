@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print/write the table."""
     import torch
 
+    from sopo_ray.checkpoint import load_checkpoint
     from sopo_ray.data.store import load_dataset
     from sopo_ray.evaluation.evaluator import load_evaluator, train_evaluator
     from sopo_ray.evaluation.protocol import COLUMNS, evaluate_generator, evaluate_real
@@ -83,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     dataset = load_dataset(cfg.data, args.split)
+    for path in args.checkpoint:  # refuse a generator trained on another dataset before any work
+        load_checkpoint(path, None, dataset.data_id)
     eval_path = Path(args.evaluator) if args.evaluator else Path(cfg.workdir) / "evaluator" / "evaluator.pt"
     if args.retrain_evaluator or not eval_path.is_file():
         console.print(f"[bold]training the evaluator[/] (train split only) -> {eval_path}")

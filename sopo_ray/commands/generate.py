@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
     from sopo_ray.models.pretrain import base_checkpoint
     from sopo_ray.motion.features import features_to_joints
 
+    if any(not caption.strip() for caption in args.captions):
+        raise ConfigError('empty caption: describe the motion, '
+                          'e.g. sopo generate "a person walks forward" --out walk.gif')
     out = Path(args.out)
     if out.suffix not in (*RENDERED, ".npy"):
         raise ConfigError(f"--out {out} must end in .gif, .png or .npy")

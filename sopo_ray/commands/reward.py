@@ -57,6 +57,9 @@ def run_score(args: argparse.Namespace) -> int:
     """Print r(motion, caption) for each caption."""
     from sopo_ray.reward.tmr import load_reward
 
+    if any(not caption.strip() for caption in args.captions):
+        raise DataError('empty caption: describe the motion, e.g. '
+                        'sopo reward score motion.npy "a person walks forward"')
     cfg = load_config(args.config, args.overrides)
     ckpt = Path(args.checkpoint) if args.checkpoint else Path(cfg.workdir) / "reward" / "reward.pt"
     try:
