@@ -29,16 +29,17 @@ def main() -> None:
     parser.add_argument("--ddim-steps", type=int, default=50)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--frames", type=int, default=120)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the config's)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
 
+    cfg = load_config(args.config, [f"diffusion.num_timesteps={args.timesteps}",
+                                    f"data.max_frames={max(args.frames, 1)}", "data.min_frames=1"])
+    threads = args.threads or cfg.torch_threads
+    if threads:
+        torch.set_num_threads(threads)
     if args.checkpoint:
         gen, _ = load_generator(args.checkpoint)
     else:
-        cfg = load_config(args.config, [f"diffusion.num_timesteps={args.timesteps}",
-                                        f"data.max_frames={max(args.frames, 1)}", "data.min_frames=1"])
         gen = build_generator(cfg, (torch.zeros(263), torch.ones(263))).eval()
     text = torch.nn.functional.normalize(torch.randn(args.batch, 384, generator=torch.Generator().manual_seed(0)),
                                          dim=-1)

@@ -1,0 +1,400 @@
+"""The driver: builds the actors, enforces the semi-online schedule, watches the pipeline, stops cleanly.
+
+`Driver.run` top to bottom:
+
+    artifacts     dataset, base model, reward model, evaluator (built on first use, cached under workdir)
+    connect       a local Ray or the cluster (cluster.address / `auto` inside `ray job submit`)
+    services      WeightStore and ReplayQueue (num_cpus=0 helpers); version 0 = the base weights,
+                  or, with --resume, the newest checkpoint's weights, queue contents and counters
+    rollout pool  N RolloutWorker actors placed by cluster resources, each serving tickets in a loop
+    learners      Ray Train TorchTrainer (DDP) running `learner.train_loop_per_worker`, in a thread
+    monitor       drain learner records, poll queue stats, log JSONL, live view; replace dead or hung
+                  workers, restore a restarted queue, turn SIGINT/SIGTERM into a stop with a final checkpoint
+    finish        close the queue, write the aligned policy, evaluate it against the base, write the report
+
+The driver never touches tensors in the hot path; the schedule itself (which version each ticket needs, when
+rollout must wait, what is too stale) lives in `schedule.SchedulePlan` and is enforced by the ReplayQueue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import yaml
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from rich.console import Console
+from rich.live import Live
+
+from sopo_ray import artifacts
+from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
+from sopo_ray.config import Config, config_to_dict
+from sopo_ray.distributed import cluster
+from sopo_ray.distributed.group import RolloutGroup, caption_table
+from sopo_ray.distributed.learner import LEARNER_FILE, PIPELINE_FILE, train_loop_per_worker
+from sopo_ray.distributed.monitor import PIPELINE_EVERY_S, LiveView, pipeline_record
+from sopo_ray.distributed.replay_queue import ReplayQueue
+from sopo_ray.distributed.rollout import RolloutWorker
+from sopo_ray.distributed.schedule import SchedulePlan
+from sopo_ray.errors import CheckpointError
+from sopo_ray.objectives import resolve_tau
+from sopo_ray.tracking import MetricsWriter
+
+ONLINE = ("sopo", "online_dpo")
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete learner checkpoint folder of a run (over all sessions), or None."""
+    best: tuple[int, float, Path] | None = None
+    for learner_file in Path(run_dir).glob(f"learner-*/step_*/{LEARNER_FILE}"):
+        folder = learner_file.parent
+        try:
+            step = int(folder.name.split("_")[1])
+        except (IndexError, ValueError):
+            continue
+        key = (step, learner_file.stat().st_mtime, folder)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return None if best is None else best[2]
+
+
+class Driver:
+    """One alignment run in one run directory; `run()` returns the process exit status."""
+
+    def __init__(self, cfg: Config, run_dir: Path, *, resume: bool = False, console: Console | None = None,
+                 worker_cls: type = RolloutWorker) -> None:
+        self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
+        self.console = console or Console()
+        self.worker_cls = worker_cls
+        self.objective = cfg.objective.name
+        self.workers: dict[str, tuple[Any, Any]] = {}
+        self.worker_seq = 0
+        self.faults: Counter[str] = Counter({"worker_replaced": 0, "worker_sync_timeout": 0, "queue_restart": 0})
+        self.stop_signal = 0
+        self.fit_error: BaseException | None = None
+        self.failure = ""
+        self.queue: Any = None
+        self.mirror: dict[str, Any] | None = None
+        self.view = LiveView(f"sopo_ray · {cfg.name} · {self.objective}", cfg.schedule.total_steps,
+                             self.objective in ONLINE)
+
+    # ------------------------------------------------------------------------------------------------
+    # The run
+    # ------------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run (or resume) the alignment; 0 when it finished, 128+signal when stopped, 1 when it failed."""
+        cfg, s = self.cfg, self.cfg.schedule
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
+        self.console.print(f"run directory: [bold]{self.run_dir}[/]")
+        art = artifacts.resolve(cfg, self.console, need_evaluator=s.final_eval)
+        info = cluster.connect(cfg.cluster)
+        placement = cluster.check_resources(cfg)
+        self.use_gpu = placement["use_gpu"]
+        self.console.print(f"ray: {info['num_nodes']} node(s), {info['num_cpus']:g} CPUs, {info['num_gpus']:g} GPUs; "
+                           f"learners on {'GPU' if self.use_gpu else 'CPU'}")
+        resume_from = self._start_services(art)
+        pairs_ref = self._offline_pairs(art) if self.objective == "offline_dpo" else None
+        for _ in range(s.num_rollout_workers if self.objective in ONLINE else 0):
+            self._spawn_worker()
+        thread = self._start_learners(art, resume_from, pairs_ref)
+        with self._signals():
+            self._monitor(thread)
+        self._finish_pipeline()
+        status = ray.get(self.store.status.remote())
+        self.metrics.log(status.get("step", 0), event="run", state=status["state"], message=status["message"],
+                         **{f"health/{k}": v for k, v in self.faults.items()})
+        if self.fit_error is not None:
+            self.console.print(f"[red]error:[/] the learners failed: {str(self.fit_error).splitlines()[0]}")
+            return 1
+        if self.failure:
+            self._save_policy(art)
+            self.console.print(f"[red]error:[/] {self.failure}; last checkpoint kept, --resume continues")
+            return 1
+        policy_path = self._save_policy(art)
+        if status["state"] == "failed":
+            self.console.print(f"[red]error:[/] {status['message']}")
+            return 1
+        if status["state"] != "done":
+            self.console.print(f"stopped at step {status.get('step')}; final checkpoint written. Continue with:\n"
+                               f"  python -m sopo_ray.run --resume {self.run_dir}")
+            return 128 + (self.stop_signal or signal.SIGINT)
+        if s.final_eval:
+            from sopo_ray.distributed.report import evaluate_and_report
+
+            evaluate_and_report(cfg, art, policy_path, self.run_dir, self.console)
+        self.metrics.close()
+        return 0
+
+    # ------------------------------------------------------------------------------------------------
+    # Services, pool, learners
+    # ------------------------------------------------------------------------------------------------
+
+    def _start_services(self, art: artifacts.Artifacts) -> Path | None:
+        """Object-store payloads, the WeightStore and (online objectives) the ReplayQueue; returns the
+        checkpoint folder being resumed, if any."""
+        from sopo_ray.distributed.weights import WeightStore
+
+        cfg, s = self.cfg, self.cfg.schedule
+        helper = cluster.actor_options(cfg.cluster, "helper", self.use_gpu)
+        self.base_ref, self.reward_ref = ray.put(art.base_payload), ray.put(art.reward_payload)
+        self.train_ref = ray.put(art.train)
+        self.tau = self._resolve_tau(art)
+        self.table = caption_table(art.train.motion_ids, art.train.captions)
+        self.plan = SchedulePlan.from_config(cfg, len(self.table))
+        self.store = ray.remote(WeightStore).options(**helper).remote(s.max_staleness + 3)
+        if self.objective in ONLINE:
+            self.queue = ray.remote(ReplayQueue).options(**helper, max_restarts=-1, max_task_retries=-1).remote(
+                self.plan, self.tau)
+        folder = latest_checkpoint(self.run_dir) if self.resume else None
+        if self.resume and folder is None:
+            self.console.print("[yellow]no checkpoint in the run directory yet: starting from the base model[/]")
+        if folder is None:
+            state = {k: v.numpy() for k, v in art.base_payload["state"].items()}
+            ray.get(self.store.publish.remote(0, 0, state))
+            return None
+        learner = load_checkpoint(folder / LEARNER_FILE, "trainer", art.train.data_id)
+        if learner.get("reference") != art.reference_id:
+            raise CheckpointError(f"checkpoint {folder} was aligned from reference {learner.get('reference')} but "
+                                  f"the base model is now {art.reference_id}; restore that base or start a new run")
+        if self.queue is not None and (folder / PIPELINE_FILE).is_file():
+            pipeline = load_checkpoint(folder / PIPELINE_FILE, "pipeline", art.train.data_id)["state"]
+            for v, state in sorted(pipeline["versions"].items()):
+                ray.get(self.store.publish.remote(int(v), 0, {k: t.numpy() for k, t in state.items()}))
+            groups = None
+            if pipeline["groups"] is not None:
+                groups = [RolloutGroup.from_state(g) for g in pipeline["groups"]]
+            ray.get(self.queue.restore.remote(pipeline["queue"], groups, "resume"))
+        policy = {k: v.numpy() for k, v in learner["state"]["policy"].items()}
+        ray.get(self.store.publish.remote(int(learner["version"]), int(learner["step"]), policy))
+        self.console.print(f"resuming from {folder} (step {learner['step']}, version {learner['version']})")
+        return folder
+
+    def _resolve_tau(self, art: artifacts.Artifacts) -> float:
+        """objective.tau, or its quantile of r(x^w, c) over (up to 512) train pairs when tau_quantile is set."""
+        o = self.cfg.objective
+        if o.tau_quantile is None:
+            return o.tau
+        from sopo_ray.reward.tmr import reward_from_payload
+
+        reward = reward_from_payload(art.reward_payload)
+        rng = np.random.default_rng(self.cfg.seed)
+        idx = rng.choice(len(art.train), min(512, len(art.train)), replace=False)
+        captions = [art.train.captions[i][0] for i in idx]
+        scores = reward.score(art.train.features[idx], art.train.lengths[idx], captions)
+        return resolve_tau(o, scores)
+
+    def _spawn_worker(self) -> str:
+        name = f"rollout-{self.worker_seq}"
+        self.worker_seq += 1
+        options = cluster.actor_options(self.cfg.cluster, "rollout", self.use_gpu)
+        actor = ray.remote(self.worker_cls).options(**options).remote(
+            name, self.cfg, self.base_ref, self.reward_ref, self.train_ref, self.queue, self.store,
+            self.objective != "sopo", self.use_gpu)
+        self.workers[name] = (actor, actor.run.remote())
+        return name
+
+    def _offline_pairs(self, art: artifacts.Artifacts) -> Any:
+        """offline_dpo: best-vs-worst pairs sampled ONCE from the reference (version 0), cached in the run dir."""
+        path = self.run_dir / "offline_pairs.pt"
+        if path.is_file():
+            groups = [RolloutGroup.from_state(g) for g in load_checkpoint(path, "offline_pairs")["state"]["groups"]]
+            self.console.print(f"offline pairs: {len(groups)} from {path}")
+            return ray.put(groups)
+        n = min(self.cfg.schedule.offline_pairs, len(self.table))
+        captions = self.plan.captions(0, n)
+        options = cluster.actor_options(self.cfg.cluster, "rollout", self.use_gpu)
+        workers = [ray.remote(self.worker_cls).options(**options).remote(
+            f"pairs-{i}", self.cfg, self.base_ref, self.reward_ref, self.train_ref, None, self.store, True,
+            self.use_gpu) for i in range(self.cfg.schedule.num_rollout_workers)]
+        self.console.print(f"sampling {n} offline pairs from the reference model ({len(workers)} workers)")
+        chunk = self.cfg.schedule.rollout_batch_size
+        futures = [workers[i % len(workers)].generate.remote(captions[s:s + chunk], 0,
+                                                             list(range(s, min(s + chunk, n))))
+                   for i, s in enumerate(range(0, n, chunk))]
+        groups = [g for batch in ray.get(futures) for g in batch]
+        for w in workers:
+            ray.kill(w)
+        save_checkpoint(path, "offline_pairs", {"groups": [g.to_state() for g in groups]}, config_to_dict(self.cfg),
+                        art.train.data_id)
+        return ray.put(groups)
+
+    def _start_learners(self, art: artifacts.Artifacts, resume_from: Path | None, pairs_ref: Any,
+                        ) -> threading.Thread:
+        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+
+        cfg, s = self.cfg, self.cfg.schedule
+        storage = Path(cfg.cluster.storage_path) if cfg.cluster.storage_path else self.run_dir.resolve()
+        session = f"learner-{len(list(storage.glob('learner-*'))) + 1}"
+        setup = {"cfg": cfg, "base": self.base_ref, "dataset": self.train_ref, "queue": self.queue,
+                 "store": self.store, "pairs": pairs_ref, "tau": self.tau, "reference_id": art.reference_id,
+                 "resume": str(resume_from) if resume_from else None}
+        trainer = TorchTrainer(
+            train_loop_per_worker, train_loop_config=setup,
+            scaling_config=ScalingConfig(num_workers=s.num_learners, use_gpu=self.use_gpu,
+                                         resources_per_worker=cluster.train_resources_per_worker(cfg.cluster,
+                                                                                                 self.use_gpu)),
+            run_config=RunConfig(name=session, storage_path=str(storage),
+                                 failure_config=FailureConfig(max_failures=s.max_learner_failures),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=s.checkpoints_to_keep)))
+
+        def fit() -> None:
+            try:
+                trainer.fit()
+            except BaseException as exc:  # noqa: BLE001 - reported by the driver thread
+                self.fit_error = exc
+
+        thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+        thread.start()
+        return thread
+
+    # ------------------------------------------------------------------------------------------------
+    # Monitoring, faults, stopping
+    # ------------------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask for a clean stop (final checkpoint); a second one aborts at once."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_signal:
+                raise KeyboardInterrupt
+            self.stop_signal = signum
+            self.view.message = f"{signal.Signals(signum).name}: stopping after the current step (again to abort)"
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+    def _monitor(self, thread: threading.Thread) -> None:
+        live_ok = self.cfg.schedule.live_view and self.console.is_terminal
+        last_pipeline, last_line, stop_sent = 0.0, 0.0, False
+        with Live(self.view.render(), console=self.console, refresh_per_second=2) if live_ok \
+                else contextlib.nullcontext() as live:
+            while thread.is_alive():
+                if self.stop_signal and not stop_sent:
+                    self._request_stop("signal")
+                    stop_sent = True
+                self._drain()
+                now = time.time()
+                if self.queue is not None and now - last_pipeline >= PIPELINE_EVERY_S:
+                    last_pipeline = now
+                    self._watch_pipeline()
+                if live is not None:
+                    live.update(self.view.render())
+                elif now - last_line >= 10.0:
+                    last_line = now
+                    self.console.print(self.view.line(), highlight=False)
+                thread.join(timeout=0.5)
+        self._drain()
+
+    def _drain(self) -> None:
+        for record in ray.get(self.store.drain.remote()):
+            self.view.step = record
+            self.metrics.log(record["step"], event="step", **{k: v for k, v in record.items() if k != "step"})
+
+    def _watch_pipeline(self) -> None:
+        """Log queue/rollout health; recover a restarted queue; replace dead and hung rollout workers."""
+        try:
+            stats = ray.get(self.queue.stats.remote(), timeout=30)
+        except (RayActorError, GetTimeoutError):
+            return
+        if stats["restoring"] and self.mirror is not None:
+            ray.get(self.queue.restore.remote(self.mirror, None, "queue_restart"))
+            self.faults["queue_restart"] += 1
+            self.view.message = "replay queue restarted: its groups are counted as dropped (queue_restart)"
+            self.console.print(f"[yellow]{self.view.message}[/]")
+            return
+        if not stats["restoring"]:
+            self.mirror = ray.get(self.queue.snapshot.remote(False))
+        record = pipeline_record(stats, dict(self.faults))
+        self.view.pipeline = record
+        self.metrics.log(stats["learner_step"], event="pipeline", version=stats["learner_version"], **record)
+        ready, _ = ray.wait([f for _, f in self.workers.values()], num_returns=len(self.workers), timeout=0)
+        for name, (_, future) in list(self.workers.items()):
+            if future in ready:
+                try:
+                    ray.get(future)
+                except RayActorError:
+                    self._replace(name, "died")
+                except RayTaskError as exc:
+                    self._replace(name, f"failed ({str(exc.cause).splitlines()[0][:160]})")
+        timeout = self.cfg.schedule.sync_timeout_s
+        for name, info in stats["workers"].items():
+            if name in self.workers and info["state"] == "generating" and stats["now"] - info["since"] > timeout:
+                self._replace(name, f"did not pick up new weights within {timeout:g} s (stuck in one batch)")
+
+    def _replace(self, name: str, why: str) -> None:
+        actor, _ = self.workers.pop(name)
+        ray.kill(actor, no_restart=True)
+        reissued = ray.get(self.queue.release_worker.remote(name))
+        self.faults["worker_replaced"] += 1
+        if why.startswith("did not pick up"):
+            self.faults["worker_sync_timeout"] += 1
+        if self.faults["worker_replaced"] > self.cfg.schedule.max_worker_replacements:
+            self.failure = (f"rollout worker {name} {why}, and {self.faults['worker_replaced'] - 1} were replaced "
+                            "before it; fix the cause above or raise schedule.max_worker_replacements")
+            self._request_stop("too many rollout worker failures")
+            return
+        new = self._spawn_worker()
+        self.view.message = f"rollout worker {name} {why}; replaced by {new}, re-issued tickets {reissued}"
+        self.console.print(f"[yellow]{self.view.message}[/]")
+
+    def _request_stop(self, reason: str) -> None:
+        ray.get(self.store.request_stop.remote(reason))
+        if self.queue is not None:
+            ray.get(self.queue.close.remote(reason))
+
+    def _finish_pipeline(self) -> None:
+        """Close the queue, collect the workers' last stats, and log the final pipeline record."""
+        if self.queue is None:
+            return
+        ray.get(self.queue.close.remote("done"))
+        futures = [f for _, f in self.workers.values()]
+        ray.wait(futures, num_returns=len(futures), timeout=self.cfg.schedule.sync_timeout_s)
+        stats = ray.get(self.queue.stats.remote())
+        record = pipeline_record(stats, dict(self.faults))
+        self.view.pipeline = record
+        self.metrics.log(stats["learner_step"], event="pipeline", version=stats["learner_version"], final=True,
+                         **record)
+        for actor, _ in self.workers.values():
+            ray.kill(actor)
+        self.workers.clear()
+
+    def _save_policy(self, art: artifacts.Artifacts) -> Path | None:
+        """The aligned generator of the newest checkpoint as `policy.pt` (loadable by `sopo generate/evaluate`)."""
+        from sopo_ray.models.generator import generator_from_payload, save_generator
+
+        folder = latest_checkpoint(self.run_dir)
+        if folder is None:
+            return None
+        payload = load_checkpoint(folder / LEARNER_FILE, "trainer", art.train.data_id)
+        gen = generator_from_payload(art.base_payload)
+        gen.load_state_dict(payload["state"]["policy"])
+        path = save_generator(self.run_dir / "policy.pt", gen, self.cfg, art.train.data_id,
+                              aligned_from=art.reference_id, objective=self.objective, step=payload["step"],
+                              version=payload["version"])
+        self.console.print(f"aligned policy (step {payload['step']}): {path}")
+        return path
+
+
+def default_run_dir(cfg: Config) -> Path:
+    """runs/<name>-<YYYYmmdd-HHMMSS>."""
+    return Path("runs") / f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"

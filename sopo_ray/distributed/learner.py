@@ -1,0 +1,319 @@
+"""The learner: Ray Train's `train_loop_per_worker`, one preference-optimisation step at a time.
+
+Each rank holds the policy (trainable denoiser, DDP over gloo on CPU or NCCL on GPU) and a frozen copy of the base
+model as reference. One step, `Learner.train_step`, is a flat list of named, timed stages:
+
+    wait     take this rank's share of the batch (replay queue / fixed pairs / captions)
+    collate  x^w from the dataset (or the best sample), x^l and r(x^l, c) from the groups
+    forward  policy and reference denoising errors on x^w and x^l at one shared t and noise
+    loss     objectives.objective_loss (SoPo Eq. 17, or a baseline)
+    backward gradients (DDP all-reduces them), clipped
+    update   skip the update if the loss or gradient is NaN/inf on any rank, else AdamW with warm-up + cosine
+    publish  every sync_interval steps rank 0 publishes the weights as version + 1 to the WeightStore
+    report   step record to the driver; every checkpoint_interval steps a checkpoint via ray.train.report
+
+Checkpoints hold the policy, optimizer, step, version, health counters, the reference's id and (rank 0) the
+replay queue's snapshot with its groups, so a resumed run continues exactly where it stopped. A restarted worker
+group (FailureConfig) resumes from `ray.train.get_checkpoint()`; a resumed run from the checkpoint the driver
+names. All randomness of step s on rank r comes from `derive_seed(seed, "learner", s, r)`.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
+from sopo_ray.config import Config, config_to_dict
+from sopo_ray.distributed.group import caption_table
+from sopo_ray.distributed.seeds import derive_seed
+from sopo_ray.distributed.sources import CaptionSource, FixedPairSource, PreferenceBatch, QueueSource, collate, timed
+from sopo_ray.distributed.weights import call_with_timeout, fetch_weights, state_to_numpy
+from sopo_ray.errors import ClusterError
+from sopo_ray.objectives import PreferenceTerms, objective_loss, preferred_weight
+
+LEARNER_FILE = "learner.pt"
+PIPELINE_FILE = "pipeline.pt"
+
+
+class PolicyErrors(nn.Module):
+    """The policy's denoising errors on x^w and x^l in one forward pass, so DDP sees one graph per step."""
+
+    def __init__(self, policy: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, x0_w: Tensor, mask_w: Tensor, x0_l: Tensor | None, mask_l: Tensor | None, t: Tensor,
+                noise: Tensor, text_emb: Tensor, keep_cond: Tensor) -> tuple[Tensor, Tensor | None]:
+        err_w = self.policy.denoise_error(x0_w, mask_w, t, noise, text_emb, keep_cond)
+        err_l = None if x0_l is None else self.policy.denoise_error(x0_l, mask_l, t, noise, text_emb, keep_cond)
+        return err_w, err_l
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Linear warm-up to schedule.lr over warmup_steps, then cosine decay to 0 at total_steps."""
+    s = cfg.schedule
+    if step < s.warmup_steps:
+        return s.lr * (step + 1) / s.warmup_steps
+    progress = (step - s.warmup_steps) / max(1, s.total_steps - s.warmup_steps)
+    return s.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Learner:
+    """State and step of one learner rank; `train_loop_per_worker` builds one and calls `fit`."""
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        from sopo_ray.models.generator import generator_from_payload
+
+        self.cfg: Config = setup["cfg"]
+        self.setup = setup
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        if self.cfg.torch_threads:
+            torch.set_num_threads(self.cfg.torch_threads)
+        if self.cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.device = ray.train.torch.get_device()
+        base = ray.get(setup["base"])
+        self.dataset = ray.get(setup["dataset"])
+        self.policy = generator_from_payload(base).to(self.device).eval()
+        self.reference = generator_from_payload(base).to(self.device).eval().requires_grad_(False)
+        self.policy.requires_grad_(False)
+        self.policy.denoiser.requires_grad_(True)
+        self.model = ray.train.torch.prepare_model(PolicyErrors(self.policy),
+                                                   parallel_strategy_kwargs={"find_unused_parameters": True})
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.schedule.lr,
+                                           weight_decay=self.cfg.schedule.weight_decay)
+        self.store, self.queue = setup["store"], setup["queue"]
+        self.step = self.version = 0
+        self.health = {"nonfinite_skipped": 0, "nonfinite_in_row": 0}
+        self.wait_s = self.busy_s = 0.0
+        self.last_checkpoint_step = -1
+        self.sync_error = ""
+        self.source = self._make_source()
+        self.restored_in_session = self._restore()
+
+    # ------------------------------------------------------------------------------------------------
+    # The algorithm
+    # ------------------------------------------------------------------------------------------------
+
+    def train_step(self) -> dict[str, Any] | None:
+        """One optimizer step (or a counted skip); None when the run was told to stop."""
+        cfg, s = self.cfg, {}
+        t0 = time.perf_counter()
+        if self._agree(self._stop_requested()):   # before taking a batch, so no group is taken and not trained
+            return None
+        got = self.source.next(self.step, self.version)
+        if self._agree(got is None):
+            return None
+        items, staleness, dropped = got
+        t = timed(s, "wait", t0)
+        batch: PreferenceBatch = collate(cfg.objective.name, items, self.dataset.features, self.dataset.lengths,
+                                         staleness)
+        t = timed(s, "collate", t)
+        terms = self._terms(batch)
+        t = timed(s, "forward", t)
+        loss, loss_metrics = objective_loss(cfg.objective, terms, self.setup["tau"])
+        t = timed(s, "loss", t)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.schedule.grad_clip or float("inf"))
+        t = timed(s, "backward", t)
+        finite = not self._agree(not (torch.isfinite(loss) and torch.isfinite(grad_norm)))
+        if finite:
+            lr = lr_at(self.step, cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            self.step += 1
+            self.health["nonfinite_in_row"] = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.health["nonfinite_skipped"] += 1
+            self.health["nonfinite_in_row"] += 1
+        t = timed(s, "update", t)
+        if finite and self.step % cfg.schedule.sync_interval == 0:
+            self.version += 1
+            try:
+                self._publish()
+            except ClusterError as exc:
+                self.sync_error = str(exc)
+        timed(s, "publish", t)
+        self.wait_s += s["wait"]
+        self.busy_s += sum(v for k, v in s.items() if k != "wait")
+        record = {"step": self.step, "version": self.version, "skipped": not finite,
+                  **{f"loss/{k}": v for k, v in loss_metrics.items()},
+                  "loss/grad_norm": float(grad_norm), "loss/lr": self.optimizer.param_groups[0]["lr"],
+                  "reward/x_l": float(batch.reward_l.mean()) if batch.reward_l is not None else None,
+                  "reward/mean": batch.reward_mean, "reward/best": batch.reward_best,
+                  "health/staleness": list(batch.staleness),
+                  "health/learner_idle_frac": s["wait"] / max(sum(s.values()), 1e-9),
+                  "health/learner_idle_frac_total": self.wait_s / max(self.wait_s + self.busy_s, 1e-9),
+                  **{f"health/{k}": v for k, v in self.health.items()},
+                  **{f"queue/dropped_while_waiting_{k}": v for k, v in dropped.items()},
+                  **{f"timing/{k}_s": v for k, v in s.items()}}
+        return record
+
+    def _terms(self, batch: PreferenceBatch) -> PreferenceTerms:
+        """Policy and reference errors at one shared (t, noise) per pair, plus r(x^l, c) and beta_w."""
+        gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "learner", self.step, self.rank))
+        text_emb = self.policy.encode_text(batch.captions)
+        with torch.no_grad():
+            x0_w, mask_w = self.reference.to_model_space(batch.x_w, batch.len_w)
+            x0_l, mask_l = (None, None) if batch.x_l is None else self.reference.to_model_space(batch.x_l, batch.len_l)
+        n = x0_w.shape[0]
+        t = torch.randint(0, self.policy.num_timesteps, (n,), generator=gen).to(self.device)
+        noise = torch.randn(x0_w.shape, generator=gen).to(self.device)
+        # As in pretraining, a fraction of pairs is trained unconditioned (same pairs for policy and reference),
+        # so the unconditional branch that classifier-free guidance subtracts moves with the conditional one.
+        keep = (torch.rand(n, generator=gen) >= self.cfg.model.cond_drop_prob).to(self.device)
+        err_w, err_l = self.model(x0_w, mask_w, x0_l, mask_l, t, noise, text_emb, keep)
+        if x0_l is None:
+            return PreferenceTerms(err_w_theta=err_w)
+        with torch.no_grad():
+            ref_w = self.reference.denoise_error(x0_w, mask_w, t, noise, text_emb, keep)
+            ref_l = self.reference.denoise_error(x0_l, mask_l, t, noise, text_emb, keep)
+        beta_w = preferred_weight(self.cfg.objective, batch.sims_w.to(self.device))
+        return PreferenceTerms(err_w, ref_w, err_l, ref_l, batch.reward_l.to(self.device), beta_w)
+
+    # ------------------------------------------------------------------------------------------------
+    # Loop, stop, publish
+    # ------------------------------------------------------------------------------------------------
+
+    def fit(self) -> None:
+        """Train until total_steps, a stop request, or too many non-finite steps in a row."""
+        s = self.cfg.schedule
+        if self.restored_in_session:
+            self._publish()
+        state, message = "done", f"finished {s.total_steps} steps"
+        while self.step < s.total_steps:
+            record = self.train_step()
+            if record is None:
+                state, message = "stopped", f"stopped at step {self.step} on request"
+                break
+            if self.rank == 0:
+                self.store.report.remote([record])
+            if self._agree(bool(self.sync_error)):
+                state, message = "failed", f"{self.sync_error or 'rank 0 could not publish weights'}; stopped at " \
+                    f"step {self.step} with a checkpoint"
+                break
+            if self.health["nonfinite_in_row"] >= s.max_nonfinite_in_row:
+                state = "failed"
+                message = (f"loss or gradient was NaN/inf in {s.max_nonfinite_in_row} steps in a row (at step "
+                           f"{self.step}); lower schedule.lr, check the reward model and data, or raise "
+                           "schedule.max_nonfinite_in_row")
+                break
+            if not record["skipped"] and self.step % s.checkpoint_interval == 0:
+                self.checkpoint(record)
+        self.checkpoint({"step": self.step, "version": self.version})
+        if self.rank == 0:
+            ray.get(self.store.set_status.remote(state, message, step=self.step, version=self.version))
+
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank if `flag` is true on any rank (ranks must take the same branch)."""
+        if self.world == 1 or not dist.is_initialized():
+            return bool(flag)
+        value = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+    def _stop_requested(self) -> bool:
+        status = call_with_timeout(self.store.status.remote(), self.cfg.schedule.sync_timeout_s,
+                                   "learner: reading the run status")
+        return status["state"] == "stop_requested"
+
+    def _publish(self) -> None:
+        """Rank 0 publishes the policy as `self.version`; a publish that does not answer in time ends the run."""
+        if self.rank != 0:
+            return
+        call_with_timeout(self.store.publish.remote(self.version, self.step, state_to_numpy(self.policy)),
+                          self.cfg.schedule.sync_timeout_s, f"learner: publishing weights v{self.version}")
+
+    def _make_source(self) -> Any:
+        s, name = self.cfg.schedule, self.cfg.objective.name
+        if name == "sft":
+            table = caption_table(self.dataset.motion_ids, self.dataset.captions)
+            return CaptionSource(table, self.cfg.seed, s.batch_size, self.rank, self.world)
+        if name == "offline_dpo":
+            return FixedPairSource(ray.get(self.setup["pairs"]), self.cfg.seed, s.batch_size, self.rank, self.world)
+        return QueueSource(self.queue, s.batch_size, self.world)
+
+    # ------------------------------------------------------------------------------------------------
+    # Checkpoints
+    # ------------------------------------------------------------------------------------------------
+
+    def checkpoint(self, metrics: dict[str, Any]) -> None:
+        """Report a checkpoint of this step (all ranks call; rank 0 writes the files)."""
+        if self.step == self.last_checkpoint_step:
+            return
+        self.last_checkpoint_step = self.step
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        if self.rank != 0:
+            ray.train.report(scalars)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            config, data_id = config_to_dict(self.cfg), self.dataset.data_id
+            policy = {k: v.detach().cpu() for k, v in self.policy.state_dict().items()}
+            save_checkpoint(Path(tmp) / LEARNER_FILE, "trainer", {"policy": policy,
+                            "optimizer": self.optimizer.state_dict()}, config, data_id, step=self.step,
+                            version=self.version, health=dict(self.health), reference=self.setup["reference_id"],
+                            tau=self.setup["tau"], kind_of_model=self.policy.kind)
+            if self.queue is not None:
+                save_checkpoint(Path(tmp) / PIPELINE_FILE, "pipeline", self._pipeline_state(), config, data_id,
+                                step=self.step)
+            ray.train.report(scalars, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=f"step_{self.step:08d}")
+
+    def _pipeline_state(self) -> dict[str, Any]:
+        """Queue snapshot, its groups (unless keep_queue_on_resume is off) and the weights re-issued tickets need."""
+        timeout = self.cfg.schedule.sync_timeout_s
+        snap = call_with_timeout(self.queue.snapshot.remote(), timeout, "learner: snapshotting the replay queue")
+        refs = snap.pop("refs")
+        groups = None
+        if self.cfg.schedule.keep_queue_on_resume:
+            groups = [g.to_state() for g in call_with_timeout([r[0] for r in refs], timeout, "learner: queue groups")]
+        versions = {}
+        if self.cfg.deterministic:  # tickets name exact versions: keep every one a resumed ticket may need
+            window = range(max(0, self.version - self.cfg.schedule.max_staleness), self.version)
+            for v in sorted({int(t[3]) for t in snap["reissue"]}.union(window) - {self.version}):
+                _, state = fetch_weights(self.store, v, timeout, "learner checkpoint")
+                versions[v] = {k: torch.from_numpy(np.array(a)) for k, a in state.items()}
+        return {"queue": snap, "groups": groups, "versions": versions}
+
+    def _restore(self) -> bool:
+        """Load the newest checkpoint (this session's, else the run being resumed); True if from this session."""
+        ckpt = ray.train.get_checkpoint()
+        in_session = ckpt is not None
+        folder = None
+        if in_session:
+            with ckpt.as_directory() as d:
+                payload = load_checkpoint(Path(d) / LEARNER_FILE, "trainer", self.dataset.data_id)
+            folder = "session"
+        elif self.setup.get("resume"):
+            folder = self.setup["resume"]
+            payload = load_checkpoint(Path(folder) / LEARNER_FILE, "trainer", self.dataset.data_id)
+        if folder is None:
+            return False
+        self.policy.load_state_dict(payload["state"]["policy"])
+        self.optimizer.load_state_dict(payload["state"]["optimizer"])
+        self.step, self.version = int(payload["step"]), int(payload["version"])
+        self.health.update(payload["health"])
+        self.last_checkpoint_step = self.step
+        return in_session
+
+
+def train_loop_per_worker(setup: dict[str, Any]) -> None:
+    """Ray Train entry point (`TorchTrainer(train_loop_per_worker, train_loop_config=setup, ...)`)."""
+    Learner(setup).fit()

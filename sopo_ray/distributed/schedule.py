@@ -1,0 +1,98 @@
+"""The semi-online schedule as pure arithmetic: caption stream, tickets, versions, staleness.
+
+Vocabulary:
+- The *caption stream* is the run's infinite sequence of train captions, one seeded permutation per epoch;
+  position p of the stream is one group to generate.
+- The learner trains step s on `batch_size` groups with the policy at version `s // sync_interval` (it publishes
+  version v + 1 after its (v + 1) * sync_interval-th optimizer step).
+- A *ticket* is one rollout batch: consecutive stream positions that all serve learner steps of one sync window,
+  so they can share one policy version. A ticket for step s is issued only when the version it needs,
+  `required_version(s) = s // sync_interval - max_staleness`, is published, and only while queued plus in-flight
+  groups stay within `capacity` (back-pressure). Groups are then at most `max_staleness` versions old when trained,
+  unless they wait longer than planned (another drop, a learner restart); the replay queue's staleness filter
+  catches those.
+- In deterministic mode a ticket is sampled with exactly its required version and groups are trained in stream
+  order, so what each step trains on does not depend on timing. Otherwise workers use the newest weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sopo_ray.config import Config
+from sopo_ray.distributed.seeds import caption_order
+
+
+@dataclass(frozen=True)
+class SchedulePlan:
+    """The numbers the replay queue, rollout workers and learners agree on for one run."""
+
+    num_captions: int
+    """Captions in the train split (length of one epoch of the caption stream)."""
+    batch_size: int
+    """Groups per learner step, all ranks together."""
+    rollout_batch_size: int
+    """Most captions in one ticket."""
+    sync_interval: int
+    """Learner steps per policy version."""
+    max_staleness: int
+    """Oldest policy a trained group may come from, in versions behind the learner."""
+    total_steps: int
+    """Learner steps of the run."""
+    capacity: int
+    """Most groups queued plus in flight (back-pressure)."""
+    seed: int
+    """Run seed (caption order)."""
+    deterministic: bool
+    """Exact versions and stream-order delivery (reproducible runs)."""
+
+    @classmethod
+    def from_config(cls, cfg: Config, num_captions: int) -> SchedulePlan:
+        """The plan of `cfg` for a train split with `num_captions` captions."""
+        s = cfg.schedule
+        capacity = (s.rollout_ahead + 1) * s.batch_size
+        return cls(num_captions=num_captions, batch_size=s.batch_size,
+                   rollout_batch_size=min(s.rollout_batch_size, capacity), sync_interval=s.sync_interval,
+                   max_staleness=s.max_staleness, total_steps=s.total_steps, capacity=capacity, seed=cfg.seed,
+                   deterministic=cfg.deterministic)
+
+    @property
+    def total_groups(self) -> int:
+        """Groups the learner trains on over the whole run."""
+        return self.total_steps * self.batch_size
+
+    def version_at(self, step: int) -> int:
+        """Policy version the learner trains with at step `step` (0-based)."""
+        return step // self.sync_interval
+
+    def required_version(self, step: int) -> int:
+        """Oldest policy version whose groups may be trained at step `step`."""
+        return max(0, self.version_at(step) - self.max_staleness)
+
+    def staleness_reason(self, group_version: int, learner_version: int) -> str | None:
+        """Why a group may not be trained by a learner at `learner_version` ('stale', 'rolled_back'), or None.
+
+        'rolled_back': the group came from a version newer than the learner's, which happens only after the
+        learner restarted from an older checkpoint; those weights no longer exist.
+        """
+        if group_version < learner_version - self.max_staleness:
+            return "stale"
+        if group_version > learner_version:
+            return "rolled_back"
+        return None
+
+    def ticket_span(self, effective_start: int, need: int) -> tuple[int, int, int]:
+        """(size, target step, version) of a ticket whose first group is the `effective_start`-th still to train.
+
+        The ticket stops at the end of the sync window of its first group, so all its groups share one version,
+        and never covers more than `need` groups (what the run still needs) or `rollout_batch_size`.
+        """
+        step = effective_start // self.batch_size
+        window_end = (self.version_at(step) + 1) * self.sync_interval * self.batch_size
+        size = max(0, min(self.rollout_batch_size, window_end - effective_start, need))
+        return size, step, self.required_version(step)
+
+    def captions(self, start: int, size: int) -> list[int]:
+        """Caption indices at stream positions [start, start + size)."""
+        n = self.num_captions
+        return [int(caption_order(self.seed, n, p // n)[p % n]) for p in range(start, start + size)]

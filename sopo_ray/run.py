@@ -1,0 +1,67 @@
+"""`python -m sopo_ray.run`: one SoPo (or baseline) alignment run on Ray, end to end.
+
+    python -m sopo_ray.run --config configs/default.yaml [--set key=value ...] [--output-dir DIR]
+    python -m sopo_ray.run --resume runs/sopo-default-20260101-120000 [--set schedule.total_steps=600]
+
+Inside `ray job submit` it joins the job's cluster (cluster.address=auto is implied by RAY_ADDRESS); otherwise it
+starts a local Ray. `sopo align` is the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sopo_ray.errors import ConfigError, SopoError
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """The flags of `python -m sopo_ray.run` and `sopo align`."""
+    from sopo_ray.cli import add_config_args
+
+    add_config_args(parser)
+    parser.add_argument("--output-dir", default=None, help="run directory (default: runs/<name>-<time>)")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR",
+                        help="continue a stopped run from its newest checkpoint (uses RUN_DIR/config.yaml; --set "
+                             "still applies, e.g. to extend schedule.total_steps)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config, pick the run directory, and run the driver; returns the exit status."""
+    from sopo_ray.config import load_config
+    from sopo_ray.distributed.driver import Driver, default_run_dir
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"--resume {run_dir}: no config.yaml there; pass the directory of an earlier run "
+                              "(runs/<name>-<time>)")
+        if args.config:
+            raise ConfigError("--resume uses the run's own config.yaml; drop --config (use --set to change keys)")
+        cfg = load_config(run_dir / "config.yaml", args.overrides)
+    else:
+        cfg = load_config(args.config, args.overrides)
+        run_dir = Path(args.output_dir or cfg.output_dir or default_run_dir(cfg))
+    if os.environ.get("RAY_JOB_ID") and not run_dir.is_absolute():
+        print(f"warning: inside a Ray job the run directory {run_dir} lies in the job's temporary working dir; "
+              "pass --output-dir /shared/path to keep checkpoints and metrics", file=sys.stderr)
+    return Driver(cfg, run_dir, resume=bool(args.resume)).run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m sopo_ray.run`."""
+    parser = argparse.ArgumentParser(prog="python -m sopo_ray.run", description=__doc__.split("\n\n")[0])
+    add_run_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except SopoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
