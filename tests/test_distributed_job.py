@@ -74,8 +74,13 @@ def test_ray_job_submit_runs_the_smoke_config(local_head, smoke_workdir, tmp_pat
            sys.executable, "-m", "sopo_ray.run", "--config", "configs/smoke.yaml",
            "--set", f"workdir={smoke_workdir}", "--set", f"data.root={smoke_workdir}/data",
            "--set", "schedule.final_eval=false", "--output-dir", str(run_dir)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    log = out.stdout + out.stderr
+    deadline = time.time() + 120
+    while True:  # the head answers HTTP before its job agent is up: Ray asks to retry in that window
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        log = out.stdout + out.stderr
+        if "No available agent to submit job" not in log or time.time() > deadline:
+            break
+        time.sleep(3)
     assert out.returncode == 0 and "succeeded" in log, log[-3000:]
     steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "step"]
     assert steps == list(range(1, 7))
