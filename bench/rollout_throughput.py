@@ -25,7 +25,7 @@ from sopo_ray import artifacts
 from sopo_ray.config import load_config, with_overrides
 from sopo_ray.distributed.group import caption_table
 from sopo_ray.distributed.replay_queue import ReplayQueue
-from sopo_ray.distributed.rollout import RolloutWorker, sample_groups
+from sopo_ray.distributed.rollout import RolloutWorker, load_text_cache, sample_groups
 from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.distributed.weights import WeightStore
 from sopo_ray.models.generator import generator_from_payload
@@ -36,6 +36,7 @@ def plain_loop(cfg, art, n_groups: int) -> float:
     """Groups/s of `sample_groups` called in this process, batch by batch (the baseline)."""
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
+    load_text_cache(cfg)
     policy = generator_from_payload(art.base_payload).eval()
     reward = reward_from_payload(art.reward_payload).eval()
     table = caption_table(art.train.motion_ids, art.train.captions)

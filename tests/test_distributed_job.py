@@ -38,12 +38,14 @@ def free_port() -> int:
 def local_head():
     """A 2-CPU head with a dashboard on 127.0.0.1; yields the job-submission URL."""
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")            # short: Ray's unix sockets live under it
-    port, dash = free_port(), free_port()
+    port, dash, agent = free_port(), free_port(), free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "2"}
     log = open(Path(temp) / "head.log", "w")  # noqa: SIM115 - closed below
     head = subprocess.Popen([str(RAY), "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
                              "--num-cpus=2", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+                             # the job agent must not collide with another Ray on this machine (default 52365)
+                             f"--dashboard-agent-listen-port={agent}",
                              f"--temp-dir={temp}", "--block"], stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{dash}"
     try:

@@ -36,7 +36,7 @@ from rich.live import Live
 
 from sopo_ray import artifacts
 from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
-from sopo_ray.config import Config, config_to_dict
+from sopo_ray.config import Config, config_to_dict, with_overrides
 from sopo_ray.distributed import cluster
 from sopo_ray.distributed.group import RolloutGroup, caption_table
 from sopo_ray.distributed.learner import LEARNER_FILE, PIPELINE_FILE, train_loop_per_worker
@@ -98,6 +98,9 @@ class Driver:
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
         self.console.print(f"run directory: [bold]{self.run_dir}[/]")
         art = artifacts.resolve(cfg, self.console, need_evaluator=s.final_eval)
+        # Actors and tasks may start in another working directory: give them absolute paths.
+        cfg = self.cfg = with_overrides(cfg, [f"workdir={Path(cfg.workdir).resolve()}",
+                                              f"data.root={Path(cfg.data.root).resolve()}"])
         info = cluster.connect(cfg.cluster)
         placement = cluster.check_resources(cfg)
         self.use_gpu = placement["use_gpu"]

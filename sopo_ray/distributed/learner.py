@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
 from sopo_ray.config import Config, config_to_dict
 from sopo_ray.distributed.group import caption_table
+from sopo_ray.distributed.rollout import load_text_cache
 from sopo_ray.distributed.seeds import derive_seed
 from sopo_ray.distributed.sources import CaptionSource, FixedPairSource, PreferenceBatch, QueueSource, collate, timed
 from sopo_ray.distributed.weights import call_with_timeout, fetch_weights, state_to_numpy
@@ -84,6 +85,7 @@ class Learner:
             torch.set_num_threads(self.cfg.torch_threads)
         if self.cfg.deterministic:
             torch.use_deterministic_algorithms(True)
+        load_text_cache(self.cfg)
         self.device = ray.train.torch.get_device()
         base = ray.get(setup["base"])
         self.dataset = ray.get(setup["dataset"])

@@ -23,6 +23,15 @@ from sopo_ray.distributed.seeds import sample_seeds
 from sopo_ray.distributed.weights import call_with_timeout, fetch_weights, load_numpy_state
 
 
+def load_text_cache(cfg: Any) -> int:
+    """Preload the caption-embedding cache pretraining wrote under `cfg.workdir` (if this node can see it), so
+    rollouts and learner steps do not run the sentence encoder on captions it has embedded before."""
+    from sopo_ray.models.text_encoder import get_text_encoder, text_cache_path
+
+    path = text_cache_path(cfg.workdir, cfg.model.text_encoder)
+    return get_text_encoder(cfg.model.text_encoder).load_cache(path) if path.is_file() else 0
+
+
 @torch.no_grad()
 def sample_groups(policy: Any, reward: Any, features: np.ndarray, lengths: np.ndarray, refs: list[CaptionRef],
                   *, version: int, k: int, steps: int, guidance: float, run_seed: int, keep_best: bool,
@@ -77,6 +86,7 @@ class RolloutWorker:
 
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
+        load_text_cache(cfg)
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.name, self.cfg, self.queue, self.store, self.keep_best = name, cfg, queue, store, keep_best
         self.policy = generator_from_payload(base_payload).to(device).eval()
