@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "sopo_ray.commands.render",
     "sopo_ray.commands.toy",
     "sopo_ray.commands.experiment",
+    "sopo_ray.commands.report",
 ]
 
 
