@@ -66,3 +66,21 @@ def test_hung_worker_dead_worker_and_dead_queue_are_survived(ray_cluster, smoke_
     assert final["queue/generated"] == final["queue/consumed"] + dropped + final["queue/size"]
     assert final["health/worker_sync_timeout"] == 1 and final["health/worker_replaced"] == 2
     assert final["health/queue_restart"] == 1
+
+
+def test_nonfinite_loss_is_skipped_counted_and_stops_the_run(ray_cluster, smoke_workdir, tmp_path):
+    """An absurd learning rate blows the weights up after one update; every later loss is NaN/inf, so the updates
+    are skipped and counted, and after 2 in a row the run stops with a checkpoint and a clear message (exit 1)."""
+    run_dir = tmp_path / "run"
+    cfg = load_config(REPO / "configs" / "smoke.yaml", [
+        f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.lr=1e30", "schedule.warmup_steps=1",
+        "schedule.grad_clip=0", "schedule.max_nonfinite_in_row=2", "schedule.final_eval=false"])
+    assert Driver(cfg, run_dir).run() == 1
+    records = list(read_metrics(run_dir / "metrics.jsonl"))
+    steps = [r for r in records if r.get("event") == "step"]
+    skipped = [r for r in steps if r["skipped"]]
+    assert len(skipped) == 2 and skipped[-1]["health/nonfinite_in_row"] == 2
+    assert all(r["step"] == skipped[0]["step"] for r in skipped)       # a skipped update does not count as a step
+    run = [r for r in records if r.get("event") == "run"][-1]
+    assert run["state"] == "failed" and "NaN/inf" in run["message"]
+    assert (run_dir / "policy.pt").is_file()
