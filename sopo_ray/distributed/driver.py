@@ -93,10 +93,7 @@ class Driver:
     def run(self) -> int:
         """Run (or resume) the alignment; 0 when it finished, 128+signal when stopped, 1 when it failed."""
         cfg, s = self.cfg, self.cfg.schedule
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
-        self.console.print(f"run directory: [bold]{self.run_dir}[/]")
+        # Everything that can refuse the run comes first, so a refused run leaves no run directory behind.
         art = artifacts.resolve(cfg, self.console, need_evaluator=s.final_eval)
         # Actors and tasks may start in another working directory: give them absolute paths.
         cfg = self.cfg = with_overrides(cfg, [f"workdir={Path(cfg.workdir).resolve()}",
@@ -106,6 +103,10 @@ class Driver:
         self.use_gpu = placement["use_gpu"]
         self.console.print(f"ray: {info['num_nodes']} node(s), {info['num_cpus']:g} CPUs, {info['num_gpus']:g} GPUs; "
                            f"learners on {'GPU' if self.use_gpu else 'CPU'}")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
+        self.console.print(f"run directory: [bold]{self.run_dir}[/]")
         resume_from = self._start_services(art)
         pairs_ref = self._offline_pairs(art) if self.objective == "offline_dpo" else None
         for _ in range(s.num_rollout_workers if self.objective in ONLINE else 0):

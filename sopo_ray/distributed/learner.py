@@ -71,6 +71,34 @@ def lr_at(step: int, cfg: Config) -> float:
     return s.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def preference_terms(cfg: Config, model: nn.Module, policy: Any, reference: Any, batch: PreferenceBatch,
+                     gen: torch.Generator, device: torch.device | str) -> PreferenceTerms:
+    """Policy and reference errors at one shared (t, noise) per pair, plus r(x^l, c) and beta_w.
+
+    `model` is `PolicyErrors(policy)` (as Ray Train's `prepare_model` returns it, or bare in a plain loop);
+    `reference` the frozen base model. t, noise and the condition-dropout mask come from `gen` (CPU), so one seed
+    fixes the step.
+    """
+    text_emb = policy.encode_text(batch.captions)
+    with torch.no_grad():
+        x0_w, mask_w = reference.to_model_space(batch.x_w, batch.len_w)
+        x0_l, mask_l = (None, None) if batch.x_l is None else reference.to_model_space(batch.x_l, batch.len_l)
+    n = x0_w.shape[0]
+    t = torch.randint(0, policy.num_timesteps, (n,), generator=gen).to(device)
+    noise = torch.randn(x0_w.shape, generator=gen).to(device)
+    # As in pretraining, a fraction of pairs is trained unconditioned (same pairs for policy and reference),
+    # so the unconditional branch that classifier-free guidance subtracts moves with the conditional one.
+    keep = (torch.rand(n, generator=gen) >= cfg.model.cond_drop_prob).to(device)
+    err_w, err_l = model(x0_w, mask_w, x0_l, mask_l, t, noise, text_emb, keep)
+    if x0_l is None:
+        return PreferenceTerms(err_w_theta=err_w)
+    with torch.no_grad():
+        ref_w = reference.denoise_error(x0_w, mask_w, t, noise, text_emb, keep)
+        ref_l = reference.denoise_error(x0_l, mask_l, t, noise, text_emb, keep)
+    beta_w = preferred_weight(cfg.objective, batch.sims_w.to(device))
+    return PreferenceTerms(err_w, ref_w, err_l, ref_l, batch.reward_l.to(device), beta_w)
+
+
 class Learner:
     """State and step of one learner rank; `train_loop_per_worker` builds one and calls `fit`."""
 
@@ -169,26 +197,9 @@ class Learner:
         return record
 
     def _terms(self, batch: PreferenceBatch) -> PreferenceTerms:
-        """Policy and reference errors at one shared (t, noise) per pair, plus r(x^l, c) and beta_w."""
+        """This rank's `preference_terms` for the current step (its own seeded t, noise and condition dropout)."""
         gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "learner", self.step, self.rank))
-        text_emb = self.policy.encode_text(batch.captions)
-        with torch.no_grad():
-            x0_w, mask_w = self.reference.to_model_space(batch.x_w, batch.len_w)
-            x0_l, mask_l = (None, None) if batch.x_l is None else self.reference.to_model_space(batch.x_l, batch.len_l)
-        n = x0_w.shape[0]
-        t = torch.randint(0, self.policy.num_timesteps, (n,), generator=gen).to(self.device)
-        noise = torch.randn(x0_w.shape, generator=gen).to(self.device)
-        # As in pretraining, a fraction of pairs is trained unconditioned (same pairs for policy and reference),
-        # so the unconditional branch that classifier-free guidance subtracts moves with the conditional one.
-        keep = (torch.rand(n, generator=gen) >= self.cfg.model.cond_drop_prob).to(self.device)
-        err_w, err_l = self.model(x0_w, mask_w, x0_l, mask_l, t, noise, text_emb, keep)
-        if x0_l is None:
-            return PreferenceTerms(err_w_theta=err_w)
-        with torch.no_grad():
-            ref_w = self.reference.denoise_error(x0_w, mask_w, t, noise, text_emb, keep)
-            ref_l = self.reference.denoise_error(x0_l, mask_l, t, noise, text_emb, keep)
-        beta_w = preferred_weight(self.cfg.objective, batch.sims_w.to(self.device))
-        return PreferenceTerms(err_w, ref_w, err_l, ref_l, batch.reward_l.to(self.device), beta_w)
+        return preference_terms(self.cfg, self.model, self.policy, self.reference, batch, gen, self.device)
 
     # ------------------------------------------------------------------------------------------------
     # Loop, stop, publish
