@@ -84,3 +84,29 @@ def test_nonfinite_loss_is_skipped_counted_and_stops_the_run(ray_cluster, smoke_
     run = [r for r in records if r.get("event") == "run"][-1]
     assert run["state"] == "failed" and "NaN/inf" in run["message"]
     assert (run_dir / "policy.pt").is_file()
+
+
+def test_nonfinite_rewards_in_a_row_stop_the_run(ray_cluster, smoke_workdir, tmp_path):
+    """A reward model that returns NaN for every sample: its groups are dropped as 'nonfinite' (never trained), and
+    after max_nonfinite_in_row steps' worth of them in a row the queue closes and the run fails clearly (exit 1)."""
+
+    class NaNRewardWorker(RolloutWorker):
+        def generate(self, caption_indices, version, positions=None, ticket=-1):
+            groups = super().generate(caption_indices, version, positions, ticket)
+            for group in groups:
+                group.rewards[:] = float("nan")
+            return groups
+
+    run_dir = tmp_path / "run"
+    cfg = load_config(REPO / "configs" / "smoke.yaml", [
+        f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.max_nonfinite_in_row=2",
+        "schedule.final_eval=false"])
+    assert Driver(cfg, run_dir, worker_cls=NaNRewardWorker).run() == 1
+    records = list(read_metrics(run_dir / "metrics.jsonl"))
+    assert not [r for r in records if r.get("event") == "step"]
+    final = [r for r in records if r.get("event") == "pipeline"][-1]
+    assert final["queue/dropped_nonfinite"] >= 2 * cfg.schedule.batch_size
+    assert final["queue/consumed"] == 0 and final["queue/accounting_ok"]
+    run = [r for r in records if r.get("event") == "run"][-1]
+    assert run["state"] == "failed" and "reward was NaN/inf" in run["message"]
+    assert "max_nonfinite_in_row" in run["message"]

@@ -116,6 +116,8 @@ class Driver:
             self._monitor(thread)
         self._finish_pipeline()
         status = ray.get(self.store.status.remote())
+        if self.failure:
+            status = {**status, "state": "failed", "message": self.failure}
         self.metrics.log(status.get("step", 0), event="run", state=status["state"], message=status["message"],
                          **{f"health/{k}": v for k, v in self.faults.items()})
         if self.fit_error is not None:
@@ -328,6 +330,7 @@ class Driver:
             return
         if not stats["restoring"]:
             self.mirror = ray.get(self.queue.snapshot.remote(False))
+        self._note_queue_failure(stats)
         record = pipeline_record(stats, dict(self.faults))
         self.view.pipeline = record
         self.metrics.log(stats["learner_step"], event="pipeline", version=stats["learner_version"], **record)
@@ -361,6 +364,12 @@ class Driver:
         self.view.message = f"rollout worker {name} {why}; replaced by {new}, re-issued tickets {reissued}"
         self.console.print(f"[yellow]{self.view.message}[/]")
 
+    def _note_queue_failure(self, stats: dict[str, Any]) -> None:
+        """The queue closed itself (NaN/inf rewards in a row): the learners stop, and the run fails with its message."""
+        if stats.get("failure") and not self.failure:
+            self.failure = stats["failure"]
+            self._request_stop("replay queue failure")
+
     def _request_stop(self, reason: str) -> None:
         ray.get(self.store.request_stop.remote(reason))
         if self.queue is not None:
@@ -374,6 +383,7 @@ class Driver:
         futures = [f for _, f in self.workers.values()]
         ray.wait(futures, num_returns=len(futures), timeout=self.cfg.schedule.sync_timeout_s)
         stats = ray.get(self.queue.stats.remote())
+        self._note_queue_failure(stats)
         record = pipeline_record(stats, dict(self.faults))
         self.view.pipeline = record
         self.metrics.log(stats["learner_step"], event="pipeline", version=stats["learner_version"], final=True,

@@ -5,7 +5,9 @@ It hands out work and takes in results:
   needs groups, the version the ticket needs is published, and queued + in-flight groups fit `capacity`.
   Otherwise the worker waits, and the reason ('queue_full', 'staleness', 'done') is its back-pressure.
 - `put` stores a ticket's groups (each as an object-store ref this actor owns, so a dead worker loses nothing
-  already delivered); groups with NaN/inf rewards are dropped as 'nonfinite'.
+  already delivered); groups with NaN/inf rewards are dropped as 'nonfinite', and after
+  `plan.max_nonfinite_groups` of them in a row the queue closes with a `failure` message (a broken reward model
+  would otherwise be re-sampled forever while the learner waits).
 - `get_batch` gives a learner rank `n` groups that its policy version may train on; older ones are dropped as
   'stale' (or 'rolled_back' after a learner restart). In deterministic mode groups leave in stream order.
 Every group is accounted for: generated = consumed + dropped (by reason) + in queue. `snapshot`/`restore` carry
@@ -109,6 +111,8 @@ class ReplayQueue:
         self._gets: deque[tuple[float, int]] = deque()
         self._workers: dict[str, dict[str, Any]] = {}
         self._closed = ""
+        self._failure = ""
+        self._nonfinite_in_row = 0
         self._restoring = ray.get_runtime_context().was_current_actor_reconstructed
 
     # ------------------------------------------------------------------------------------------------
@@ -162,12 +166,19 @@ class ReplayQueue:
                 if not group.is_finite():
                     self._drop(group.position, "nonfinite")
                     out["nonfinite"] += 1
+                    self._nonfinite_in_row += 1
                     continue
+                self._nonfinite_in_row = 0
                 self._items[group.position] = _Queued(group.position, ticket_id, group.policy_version,
                                                       group.created_at, ray.put(group))
                 self._fifo.append(group.position)
                 out["accepted"] += 1
             self._puts.append((now, len(groups)))
+            if self._nonfinite_in_row >= self.plan.max_nonfinite_groups and not self._closed:
+                self._failure = (f"the reward was NaN/inf for {self._nonfinite_in_row} groups in a row (the last from "
+                                 f"{worker}, policy v{groups[-1].policy_version}); check the reward model and the "
+                                 "policy's samples, or raise schedule.max_nonfinite_in_row")
+                self._closed = "failed"
             self._cond.notify_all()
             return out
 
@@ -228,9 +239,9 @@ class ReplayQueue:
     # ------------------------------------------------------------------------------------------------
 
     async def close(self, reason: str = "stop") -> None:
-        """Stop handing out tickets and batches; every waiting call returns 'closed'."""
+        """Stop handing out tickets and batches; every waiting call returns 'closed' (the first reason stays)."""
         async with self._cond:
-            self._closed = reason
+            self._closed = self._closed or reason
             self._cond.notify_all()
 
     async def stats(self) -> dict[str, Any]:
@@ -256,7 +267,8 @@ class ReplayQueue:
             "learner_step": self._learner_step, "learner_version": self._learner_version,
             "blocked": self._blocked_reason() if not self._closed else "closed",
             "next_position": self._next_position, "epoch": self._epoch, "restoring": self._restoring,
-            "closed": self._closed, "now": now, "workers": {k: dict(v) for k, v in self._workers.items()},
+            "closed": self._closed, "failure": self._failure, "now": now,
+            "workers": {k: dict(v) for k, v in self._workers.items()},
         }
 
     async def snapshot(self, with_refs: bool = True) -> dict[str, Any]:
