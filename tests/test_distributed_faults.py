@@ -4,6 +4,8 @@ every step trained once, counters that add up, and each fault counted."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -110,3 +112,68 @@ def test_nonfinite_rewards_in_a_row_stop_the_run(ray_cluster, smoke_workdir, tmp
     run = [r for r in records if r.get("event") == "run"][-1]
     assert run["state"] == "failed" and "reward was NaN/inf" in run["message"]
     assert "max_nonfinite_in_row" in run["message"]
+
+
+def _train_worker_pids() -> list[int]:
+    """PIDs of this test session's Ray Train worker processes: descendants of this process whose title Ray set to
+    `ray::RayTrainWorker...` (other Ray sessions on the machine are left alone)."""
+
+    def parent(pid: int) -> int:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+    def descends_from_me(pid: int) -> bool:
+        while pid > 1:
+            if pid == os.getpid():
+                return True
+            pid = parent(pid)
+        return False
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::RayTrainWorker") \
+                    and descends_from_me(int(proc.name)):
+                found.append(int(proc.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, smoke_workdir, tmp_path):
+    """SIGKILL the learner's process mid-run: Ray Train (FailureConfig) restarts the worker group from the latest
+    checkpoint, so the steps go back by less than one checkpoint interval, and the run finishes every step."""
+    run_dir = tmp_path / "run"
+    cfg = load_config(REPO / "configs" / "smoke.yaml", [
+        f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.total_steps=14",
+        "schedule.checkpoint_interval=3", "schedule.final_eval=false"])
+    killed: list[tuple[int, list[int]]] = []
+
+    def kill_learner() -> None:
+        deadline = time.time() + 400
+        while time.time() < deadline:
+            path = run_dir / "metrics.jsonl"
+            seen = [r["step"] for r in read_metrics(path) if r.get("event") == "step"] if path.is_file() else []
+            if max(seen, default=0) >= 5:
+                pids = _train_worker_pids()
+                for pid in pids:
+                    os.kill(pid, signal.SIGKILL)
+                killed.append((max(seen), pids))
+                return
+            time.sleep(0.2)
+
+    threading.Thread(target=kill_learner, daemon=True).start()
+    assert Driver(cfg, run_dir).run() == 0
+    assert len(killed) == 1 and killed[0][1], "no Ray Train worker process was found to kill"
+    seen_at_kill = killed[0][0]
+    records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "step"]
+    steps = [r["step"] for r in records]
+    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
+    assert steps[restart] - 1 >= seen_at_kill - cfg.schedule.checkpoint_interval   # back <= one checkpoint interval
+    assert (steps[restart] - 1) % cfg.schedule.checkpoint_interval == 0               # from a checkpoint step
+    assert steps[-1] == cfg.schedule.total_steps and sorted(set(steps)) == list(range(1, 15))
+    assert all(r["version"] == r["step"] // cfg.schedule.sync_interval for r in records)
+    assert records[-1]["health/learner_restarts"] == 1
+    final = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "pipeline"][-1]
+    dropped = sum(v for k, v in final.items() if k.startswith("queue/dropped_"))
+    assert final["queue/accounting_ok"]
+    assert final["queue/generated"] == final["queue/consumed"] + dropped + final["queue/size"]

@@ -1,5 +1,5 @@
 """The whole trainer on a real local Ray with tiny models (configs/smoke.yaml): end to end, schedule invariants,
-and a SIGINT stop + `--resume` that ends exactly where an uninterrupted run ends."""
+and a run stopped by SIGINT and resumed (twice) that ends exactly where an uninterrupted run ends."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sopo_ray.checkpoint import load_checkpoint
 from sopo_ray.config import load_config
 from sopo_ray.distributed.driver import Driver, latest_checkpoint
 from sopo_ray.distributed.learner import LEARNER_FILE
+from sopo_ray.distributed.rollout import RolloutWorker
 from sopo_ray.models.generator import load_generator
 from sopo_ray.tracking import read_metrics
 
@@ -72,22 +73,38 @@ def test_end_to_end_run_writes_everything_and_keeps_the_schedule(full_run):
     assert (full_run / "dashboard.png").stat().st_size > 10_000
 
 
-def test_sigint_stop_then_resume_matches_the_uninterrupted_run(full_run, smoke_workdir, tmp_path):
-    run_dir = tmp_path / "run"
-    cfg = smoke_cfg(smoke_workdir, "schedule.final_eval=false")
+def interrupt_at(run_dir: Path, step: int) -> None:
+    """SIGINT this process (the driver) once the run in `run_dir` has logged learner step `step`."""
 
-    def interrupt_after_step_2() -> None:
+    def watch() -> None:
         deadline = time.time() + 300
         while time.time() < deadline:
-            if (run_dir / "metrics.jsonl").is_file() and any(r["step"] >= 2 for r in step_records(run_dir)):
+            if (run_dir / "metrics.jsonl").is_file() and any(r["step"] >= step for r in step_records(run_dir)):
                 os.kill(os.getpid(), signal.SIGINT)
                 return
             time.sleep(0.2)
 
-    threading.Thread(target=interrupt_after_step_2, daemon=True).start()
-    assert Driver(cfg, run_dir).run() == 128 + signal.SIGINT
-    stopped_at = int(load_checkpoint(latest_checkpoint(run_dir) / LEARNER_FILE, "trainer")["step"])
-    assert 2 <= stopped_at < cfg.schedule.total_steps
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def test_sigint_stop_then_resume_twice_matches_the_uninterrupted_run(full_run, smoke_workdir, tmp_path):
+    class PacedWorker(RolloutWorker):
+        """Takes >= 0.5 s per rollout batch, so a SIGINT lands within a few steps (tiny models run ~20 steps/s);
+        in deterministic mode the groups do not depend on timing, so the run still matches the uninterrupted one."""
+
+        def generate(self, caption_indices, version, positions=None, ticket=-1):
+            time.sleep(0.5)
+            return super().generate(caption_indices, version, positions, ticket)
+
+    run_dir = tmp_path / "run"
+    cfg = smoke_cfg(smoke_workdir, "schedule.final_eval=false")
+    stops: list[int] = []
+    for _ in range(2):   # stopped twice, resumed twice
+        interrupt_at(run_dir, stops[-1] + 3 if stops else 2)
+        run_cfg = load_config(run_dir / "config.yaml") if stops else cfg
+        assert Driver(run_cfg, run_dir, resume=bool(stops), worker_cls=PacedWorker).run() == 128 + signal.SIGINT
+        stops.append(int(load_checkpoint(latest_checkpoint(run_dir) / LEARNER_FILE, "trainer")["step"]))
+    assert 2 <= stops[0] < stops[1] < cfg.schedule.total_steps
 
     assert Driver(load_config(run_dir / "config.yaml"), run_dir, resume=True).run() == 0
     resumed, full = step_records(run_dir), step_records(full_run)

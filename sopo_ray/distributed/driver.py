@@ -339,10 +339,10 @@ class Driver:
             if future in ready:
                 try:
                     ray.get(future)
-                except RayActorError:
-                    self._replace(name, "died")
+                except RayActorError as exc:
+                    self._replace(name, f"died ({_cause(exc)})")
                 except RayTaskError as exc:
-                    self._replace(name, f"failed ({str(exc.cause).splitlines()[0][:160]})")
+                    self._replace(name, f"failed ({_cause(exc.cause)})")
         timeout = self.cfg.schedule.sync_timeout_s
         for name, info in stats["workers"].items():
             if name in self.workers and info["state"] == "generating" and stats["now"] - info["since"] > timeout:
@@ -407,6 +407,13 @@ class Driver:
                               version=payload["version"])
         self.console.print(f"aligned policy (step {payload['step']}): {path}")
         return path
+
+
+def _cause(exc: BaseException) -> str:
+    """The telling line of a Ray error (the innermost `...Error: ...` line, else the first), for one-line messages."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line.split(":")[0]]
+    return (errors[-1] if errors else lines[0] if lines else type(exc).__name__)[:200]
 
 
 def default_run_dir(cfg: Config) -> Path:

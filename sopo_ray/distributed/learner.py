@@ -128,12 +128,14 @@ class Learner:
                                            weight_decay=self.cfg.schedule.weight_decay)
         self.store, self.queue = setup["store"], setup["queue"]
         self.step = self.version = 0
-        self.health = {"nonfinite_skipped": 0, "nonfinite_in_row": 0}
+        self.health = {"nonfinite_skipped": 0, "nonfinite_in_row": 0, "learner_restarts": 0}
         self.wait_s = self.busy_s = 0.0
         self.last_checkpoint_step = -1
         self.sync_error = ""
         self.source = self._make_source()
         self.restored_in_session = self._restore()
+        if self.restored_in_session:   # Ray Train restarted the worker group after a failure (FailureConfig)
+            self.health["learner_restarts"] += 1
 
     # ------------------------------------------------------------------------------------------------
     # The algorithm
