@@ -45,8 +45,8 @@ def test_hung_worker_dead_worker_and_dead_queue_are_survived(ray_cluster, smoke_
     def inject() -> None:
         deadline = time.time() + 400
         while time.time() < deadline and not injected:
-            if max(steps(), default=0) >= 3 and "rollout-1" in driver.workers:
-                ray.kill(driver.workers["rollout-1"][0])
+            if max(steps(), default=0) >= 3 and "rollout-1" in driver.pool.workers:
+                ray.kill(driver.pool.workers["rollout-1"][0])
                 injected.append("worker")
             time.sleep(0.2)
         while time.time() < deadline and len(injected) < 2:

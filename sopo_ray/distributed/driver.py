@@ -7,6 +7,7 @@
     services      WeightStore and ReplayQueue (num_cpus=0 helpers); version 0 = the base weights,
                   or, with --resume, the newest checkpoint's weights, queue contents and counters
     rollout pool  N RolloutWorker actors placed by cluster resources, each serving tickets in a loop
+                  (`pool.RolloutPool`; with cluster.autoscale it asks for nodes and grows as they arrive)
     learners      Ray Train TorchTrainer (DDP) running `learner.train_loop_per_worker`, in a thread
     monitor       drain learner records, poll queue stats, log JSONL, live view; replace dead or hung
                   workers, restore a restarted queue, turn SIGINT/SIGTERM into a stop with a final checkpoint
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import ray
 import yaml
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError
 from rich.console import Console
 from rich.live import Live
 
@@ -41,6 +42,7 @@ from sopo_ray.distributed import cluster
 from sopo_ray.distributed.group import RolloutGroup, caption_table
 from sopo_ray.distributed.learner import LEARNER_FILE, PIPELINE_FILE, train_loop_per_worker
 from sopo_ray.distributed.monitor import PIPELINE_EVERY_S, LiveView, pipeline_record
+from sopo_ray.distributed.pool import RolloutPool
 from sopo_ray.distributed.replay_queue import ReplayQueue
 from sopo_ray.distributed.rollout import RolloutWorker
 from sopo_ray.distributed.schedule import SchedulePlan
@@ -75,9 +77,8 @@ class Driver:
         self.console = console or Console()
         self.worker_cls = worker_cls
         self.objective = cfg.objective.name
-        self.workers: dict[str, tuple[Any, Any]] = {}
-        self.worker_seq = 0
-        self.faults: Counter[str] = Counter({"worker_replaced": 0, "worker_sync_timeout": 0, "queue_restart": 0})
+        self.pool: RolloutPool | None = None
+        self.faults: Counter[str] = Counter({"queue_restart": 0})
         self.stop_signal = 0
         self.fit_error: BaseException | None = None
         self.failure = ""
@@ -109,8 +110,8 @@ class Driver:
         self.console.print(f"run directory: [bold]{self.run_dir}[/]")
         resume_from = self._start_services(art)
         pairs_ref = self._offline_pairs(art) if self.objective == "offline_dpo" else None
-        for _ in range(s.num_rollout_workers if self.objective in ONLINE else 0):
-            self._spawn_worker()
+        if self.objective in ONLINE:
+            self._start_pool()
         thread = self._start_learners(art, resume_from, pairs_ref)
         with self._signals():
             self._monitor(thread)
@@ -119,7 +120,7 @@ class Driver:
         if self.failure:
             status = {**status, "state": "failed", "message": self.failure}
         self.metrics.log(status.get("step", 0), event="run", state=status["state"], message=status["message"],
-                         **{f"health/{k}": v for k, v in self.faults.items()})
+                         **{f"health/{k}": v for k, v in self._fault_counts().items()})
         if self.fit_error is not None:
             self.console.print(f"[red]error:[/] the learners failed: {str(self.fit_error).splitlines()[0]}")
             return 1
@@ -200,15 +201,21 @@ class Driver:
         scores = reward.score(art.train.features[idx], art.train.lengths[idx], captions)
         return resolve_tau(o, scores)
 
-    def _spawn_worker(self) -> str:
-        name = f"rollout-{self.worker_seq}"
-        self.worker_seq += 1
-        options = cluster.actor_options(self.cfg.cluster, "rollout", self.use_gpu)
-        actor = ray.remote(self.worker_cls).options(**options).remote(
-            name, self.cfg, self.base_ref, self.reward_ref, self.train_ref, self.queue, self.store,
-            self.objective != "sopo", self.use_gpu)
-        self.workers[name] = (actor, actor.run.remote())
-        return name
+    def _start_pool(self) -> None:
+        args = (self.base_ref, self.reward_ref, self.train_ref, self.queue, self.store, self.objective != "sopo",
+                self.use_gpu)
+        self.pool = RolloutPool(self.cfg, self.use_gpu, self.worker_cls, args, self.queue)
+        bundles = self.pool.request_autoscaling()
+        if bundles:
+            self.metrics.log(0, event="autoscale", requested_rollout_workers=self.cfg.schedule.num_rollout_workers,
+                             bundles=bundles)
+            self.console.print(f"autoscaler: asked for {len(bundles)} bundles (rollout pool + learners); the pool "
+                               f"grows as nodes arrive")
+        for change in self.pool.resize(set()):
+            self.console.print(change, highlight=False)
+
+    def _fault_counts(self) -> dict[str, int]:
+        return {**(self.pool.faults if self.pool else {}), **self.faults}
 
     def _offline_pairs(self, art: artifacts.Artifacts) -> Any:
         """offline_dpo: best-vs-worst pairs sampled ONCE from the reference (version 0), cached in the run dir."""
@@ -331,38 +338,19 @@ class Driver:
         if not stats["restoring"]:
             self.mirror = ray.get(self.queue.snapshot.remote(False))
         self._note_queue_failure(stats)
-        record = pipeline_record(stats, dict(self.faults))
+        record = {**pipeline_record(stats, self._fault_counts()), "rollout/pool_target": self.pool.target()}
         self.view.pipeline = record
         self.metrics.log(stats["learner_step"], event="pipeline", version=stats["learner_version"], **record)
-        ready, _ = ray.wait([f for _, f in self.workers.values()], num_returns=len(self.workers), timeout=0)
-        for name, (_, future) in list(self.workers.items()):
-            if future in ready:
-                try:
-                    ray.get(future)
-                except RayActorError as exc:
-                    self._replace(name, f"died ({_cause(exc)})")
-                except RayTaskError as exc:
-                    self._replace(name, f"failed ({_cause(exc.cause)})")
-        timeout = self.cfg.schedule.sync_timeout_s
-        for name, info in stats["workers"].items():
-            if name in self.workers and info["state"] == "generating" and stats["now"] - info["since"] > timeout:
-                self._replace(name, f"did not pick up new weights within {timeout:g} s (stuck in one batch)")
-
-    def _replace(self, name: str, why: str) -> None:
-        actor, _ = self.workers.pop(name)
-        ray.kill(actor, no_restart=True)
-        reissued = ray.get(self.queue.release_worker.remote(name))
-        self.faults["worker_replaced"] += 1
-        if why.startswith("did not pick up"):
-            self.faults["worker_sync_timeout"] += 1
-        if self.faults["worker_replaced"] > self.cfg.schedule.max_worker_replacements:
-            self.failure = (f"rollout worker {name} {why}, and {self.faults['worker_replaced'] - 1} were replaced "
-                            "before it; fix the cause above or raise schedule.max_worker_replacements")
+        changes = self.pool.check(stats)
+        if self.pool.failure and not self.failure:
+            self.failure = self.pool.failure
             self._request_stop("too many rollout worker failures")
             return
-        new = self._spawn_worker()
-        self.view.message = f"rollout worker {name} {why}; replaced by {new}, re-issued tickets {reissued}"
-        self.console.print(f"[yellow]{self.view.message}[/]")
+        if self.cfg.cluster.autoscale:
+            changes += self.pool.resize(set(stats["workers"]))
+        for change in changes:
+            self.view.message = change
+            self.console.print(f"[yellow]{change}[/]", highlight=False)
 
     def _note_queue_failure(self, stats: dict[str, Any]) -> None:
         """The queue closed itself (NaN/inf rewards in a row): the learners stop, and the run fails with its message."""
@@ -380,17 +368,13 @@ class Driver:
         if self.queue is None:
             return
         ray.get(self.queue.close.remote("done"))
-        futures = [f for _, f in self.workers.values()]
-        ray.wait(futures, num_returns=len(futures), timeout=self.cfg.schedule.sync_timeout_s)
+        self.pool.shutdown(self.cfg.schedule.sync_timeout_s)
         stats = ray.get(self.queue.stats.remote())
         self._note_queue_failure(stats)
-        record = pipeline_record(stats, dict(self.faults))
+        record = pipeline_record(stats, self._fault_counts())
         self.view.pipeline = record
         self.metrics.log(stats["learner_step"], event="pipeline", version=stats["learner_version"], final=True,
                          **record)
-        for actor, _ in self.workers.values():
-            ray.kill(actor)
-        self.workers.clear()
 
     def _save_policy(self, art: artifacts.Artifacts) -> Path | None:
         """The aligned generator of the newest checkpoint as `policy.pt` (loadable by `sopo generate/evaluate`)."""
@@ -407,13 +391,6 @@ class Driver:
                               version=payload["version"])
         self.console.print(f"aligned policy (step {payload['step']}): {path}")
         return path
-
-
-def _cause(exc: BaseException) -> str:
-    """The telling line of a Ray error (the innermost `...Error: ...` line, else the first), for one-line messages."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line.split(":")[0]]
-    return (errors[-1] if errors else lines[0] if lines else type(exc).__name__)[:200]
 
 
 def default_run_dir(cfg: Config) -> Path:
