@@ -15,7 +15,9 @@ import ray
 
 from sopo_ray.config import load_config
 from sopo_ray.distributed.driver import Driver
+from sopo_ray.distributed.learner import LEARNER_FILE
 from sopo_ray.distributed.rollout import RolloutWorker
+from sopo_ray.distributed.storage import RunStorage
 from sopo_ray.tracking import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,13 +141,18 @@ def _train_worker_pids() -> list[int]:
     return found
 
 
-def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, smoke_workdir, tmp_path):
+@pytest.mark.parametrize(("kill_after", "interval"), [(5, 3), (2, 50)], ids=["after-checkpoints", "before-any"])
+def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, smoke_workdir, tmp_path, kill_after,
+                                                                   interval):
     """SIGKILL the learner's process mid-run: Ray Train (FailureConfig) restarts the worker group from the latest
-    checkpoint, so the steps go back by less than one checkpoint interval, and the run finishes every step."""
+    checkpoint, so the steps go back by less than one checkpoint interval, and the run finishes every step. Killed
+    before its first checkpoint, it starts over from step 0, and the weight store rolls back with it (the rollout
+    workers must not keep sampling with the dead learner's newer weights). Checkpoints go to a storage URI
+    (cluster.storage_path), as on a cluster."""
     run_dir = tmp_path / "run"
     cfg = load_config(REPO / "configs" / "smoke.yaml", [
         f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.total_steps=14",
-        "schedule.checkpoint_interval=3", "schedule.final_eval=false"])
+        f"schedule.checkpoint_interval={interval}", "schedule.final_eval=false", f"cluster.storage_path=file://{tmp_path}/bucket"])
     killed: list[tuple[int, list[int]]] = []
 
     def kill_learner() -> None:
@@ -153,7 +160,7 @@ def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, 
         while time.time() < deadline:
             path = run_dir / "metrics.jsonl"
             seen = [r["step"] for r in read_metrics(path) if r.get("event") == "step"] if path.is_file() else []
-            if max(seen, default=0) >= 5:
+            if max(seen, default=0) >= kill_after:
                 pids = _train_worker_pids()
                 for pid in pids:
                     os.kill(pid, signal.SIGKILL)
@@ -167,12 +174,19 @@ def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, 
     seen_at_kill = killed[0][0]
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "step"]
     steps = [r["step"] for r in records]
-    restart = next(i for i in range(1, len(steps)) if steps[i] <= steps[i - 1])
-    assert steps[restart] - 1 >= seen_at_kill - cfg.schedule.checkpoint_interval   # back <= one checkpoint interval
-    assert (steps[restart] - 1) % cfg.schedule.checkpoint_interval == 0               # from a checkpoint step
+    restart = next(i for i, r in enumerate(records) if r["health/learner_restarts"] == 1)
+    assert all(r["health/learner_restarts"] == 1 for r in records[restart:])
+    restored = steps[restart] - 1                                                    # the checkpoint it came back from
+    assert restored >= seen_at_kill - cfg.schedule.checkpoint_interval               # back <= one checkpoint interval
+    assert restored % cfg.schedule.checkpoint_interval == 0 and restored <= max(steps[:restart])
     assert steps[-1] == cfg.schedule.total_steps and sorted(set(steps)) == list(range(1, 15))
     assert all(r["version"] == r["step"] // cfg.schedule.sync_interval for r in records)
     assert records[-1]["health/learner_restarts"] == 1
+    # Checkpoints went to cluster.storage_path (here a file:// URI, read through the same calls as s3://), one
+    # folder per run, and the aligned policy was read back from there.
+    newest = RunStorage(f"file://{tmp_path}/bucket/run").latest(LEARNER_FILE)
+    assert newest is not None and newest.endswith("step_00000014")
+    assert not list(run_dir.glob("learner-*")) and (run_dir / "policy.pt").is_file()
     final = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "pipeline"][-1]
     dropped = sum(v for k, v in final.items() if k.startswith("queue/dropped_"))
     assert final["queue/accounting_ok"]

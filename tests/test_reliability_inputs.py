@@ -134,6 +134,10 @@ CASES = [
           "cluster.connect_timeout_s=2", "--output-dir", "{out}"),
          ("no Ray cluster answers at 127.0.0.1:{port}", "ray start --head", "fix cluster.address"),
          runner="subprocess"),
+    Case("run-dir-in-use", "--output-dir of an earlier run that holds checkpoints, without --resume",
+         ("align", "--config", "{tiny_yaml}", "--output-dir", "{used_run}"),
+         ("{used_run} already holds checkpoints", "--resume {used_run}", "another --output-dir"),
+         runner="ray"),
     Case("too-many-gpus", "cluster.use_gpu=true on a machine without GPUs",
          ("align", "--config", "{tiny_yaml}", "--set", "cluster.use_gpu=true", "--output-dir", "{out}"),
          ("asks for 1 GPUs", "the Ray cluster has 0", "set cluster.use_gpu=false"),
@@ -220,6 +224,9 @@ def inputs(tmp_path_factory, tiny_dataset) -> dict[str, str]:
     paths["mixed_folder"] = _folder(tmp / "HumanML3D", 263, second_dim=251)
     paths["nan_folder"] = _folder(tmp / "HumanML3D_nan", 263, second_nan=True)
     paths["zero_std_folder"] = _folder(tmp / "HumanML3D_zero_std", 263, std=0.0)
+    paths["used_run"] = tmp / "runs" / "sopo-earlier"
+    (paths["used_run"] / "learner-1" / "step_00000003").mkdir(parents=True)
+    shutil.copy(paths["generator_pt"], paths["used_run"] / "learner-1" / "step_00000003" / "learner.pt")
     paths["bad_key_yaml"] = tmp / "bad_key.yaml"
     paths["bad_key_yaml"].write_text("objective:\n  name: sopo\n  learning_rate: 1.0e-5\n")
 

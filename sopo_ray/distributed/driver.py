@@ -46,26 +46,12 @@ from sopo_ray.distributed.pool import RolloutPool
 from sopo_ray.distributed.replay_queue import ReplayQueue
 from sopo_ray.distributed.rollout import RolloutWorker
 from sopo_ray.distributed.schedule import SchedulePlan
-from sopo_ray.errors import CheckpointError
+from sopo_ray.distributed.storage import RunStorage, local_copy
+from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.objectives import resolve_tau
 from sopo_ray.tracking import MetricsWriter
 
 ONLINE = ("sopo", "online_dpo")
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete learner checkpoint folder of a run (over all sessions), or None."""
-    best: tuple[int, float, Path] | None = None
-    for learner_file in Path(run_dir).glob(f"learner-*/step_*/{LEARNER_FILE}"):
-        folder = learner_file.parent
-        try:
-            step = int(folder.name.split("_")[1])
-        except (IndexError, ValueError):
-            continue
-        key = (step, learner_file.stat().st_mtime, folder)
-        if best is None or key[:2] > best[:2]:
-            best = key
-    return None if best is None else best[2]
 
 
 class Driver:
@@ -104,15 +90,19 @@ class Driver:
         self.use_gpu = placement["use_gpu"]
         self.console.print(f"ray: {info['num_nodes']} node(s), {info['num_cpus']:g} CPUs, {info['num_gpus']:g} GPUs; "
                            f"learners on {'GPU' if self.use_gpu else 'CPU'}")
+        self.storage = RunStorage.for_run(cfg, self.run_dir)
+        if not self.resume and self.storage.latest(LEARNER_FILE) is not None:
+            raise ConfigError(f"{self.storage.root} already holds checkpoints of an earlier run; continue it with "
+                              f"`python -m sopo_ray.run --resume {self.run_dir}` or choose another --output-dir")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
         self.console.print(f"run directory: [bold]{self.run_dir}[/]")
-        resume_from = self._start_services(art)
+        self._start_services(art)
         pairs_ref = self._offline_pairs(art) if self.objective == "offline_dpo" else None
         if self.objective in ONLINE:
             self._start_pool()
-        thread = self._start_learners(art, resume_from, pairs_ref)
+        thread = self._start_learners(art, pairs_ref)
         with self._signals():
             self._monitor(thread)
         self._finish_pipeline()
@@ -147,9 +137,9 @@ class Driver:
     # Services, pool, learners
     # ------------------------------------------------------------------------------------------------
 
-    def _start_services(self, art: artifacts.Artifacts) -> Path | None:
-        """Object-store payloads, the WeightStore and (online objectives) the ReplayQueue; returns the
-        checkpoint folder being resumed, if any."""
+    def _start_services(self, art: artifacts.Artifacts) -> None:
+        """Object-store payloads, the WeightStore and (online objectives) the ReplayQueue, at version 0 or, with
+        --resume, at the newest checkpoint's version with its queue contents and counters."""
         from sopo_ray.distributed.weights import WeightStore
 
         cfg, s = self.cfg, self.cfg.schedule
@@ -163,19 +153,22 @@ class Driver:
         if self.objective in ONLINE:
             self.queue = ray.remote(ReplayQueue).options(**helper, max_restarts=-1, max_task_retries=-1).remote(
                 self.plan, self.tau)
-        folder = latest_checkpoint(self.run_dir) if self.resume else None
+        folder = self.storage.latest(LEARNER_FILE) if self.resume else None
         if self.resume and folder is None:
             self.console.print("[yellow]no checkpoint in the run directory yet: starting from the base model[/]")
         if folder is None:
             state = {k: v.numpy() for k, v in art.base_payload["state"].items()}
             ray.get(self.store.publish.remote(0, 0, state))
-            return None
-        learner = load_checkpoint(folder / LEARNER_FILE, "trainer", art.train.data_id)
+            return
+        with local_copy(folder) as local:
+            learner = load_checkpoint(local / LEARNER_FILE, "trainer", art.train.data_id)
+            pipeline_file = local / PIPELINE_FILE
+            pipeline = load_checkpoint(pipeline_file, "pipeline", art.train.data_id)["state"] \
+                if self.queue is not None and pipeline_file.is_file() else None
         if learner.get("reference") != art.reference_id:
             raise CheckpointError(f"checkpoint {folder} was aligned from reference {learner.get('reference')} but "
                                   f"the base model is now {art.reference_id}; restore that base or start a new run")
-        if self.queue is not None and (folder / PIPELINE_FILE).is_file():
-            pipeline = load_checkpoint(folder / PIPELINE_FILE, "pipeline", art.train.data_id)["state"]
+        if pipeline is not None:
             for v, state in sorted(pipeline["versions"].items()):
                 ray.get(self.store.publish.remote(int(v), 0, {k: t.numpy() for k, t in state.items()}))
             groups = None
@@ -185,7 +178,6 @@ class Driver:
         policy = {k: v.numpy() for k, v in learner["state"]["policy"].items()}
         ray.get(self.store.publish.remote(int(learner["version"]), int(learner["step"]), policy))
         self.console.print(f"resuming from {folder} (step {learner['step']}, version {learner['version']})")
-        return folder
 
     def _resolve_tau(self, art: artifacts.Artifacts) -> float:
         """objective.tau, or its quantile of r(x^w, c) over (up to 512) train pairs when tau_quantile is set."""
@@ -242,23 +234,21 @@ class Driver:
                         art.train.data_id)
         return ray.put(groups)
 
-    def _start_learners(self, art: artifacts.Artifacts, resume_from: Path | None, pairs_ref: Any,
-                        ) -> threading.Thread:
+    def _start_learners(self, art: artifacts.Artifacts, pairs_ref: Any) -> threading.Thread:
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
         cfg, s = self.cfg, self.cfg.schedule
-        storage = Path(cfg.cluster.storage_path) if cfg.cluster.storage_path else self.run_dir.resolve()
-        session = f"learner-{len(list(storage.glob('learner-*'))) + 1}"
+        session = self.storage.new_session()
         setup = {"cfg": cfg, "base": self.base_ref, "dataset": self.train_ref, "queue": self.queue,
                  "store": self.store, "pairs": pairs_ref, "tau": self.tau, "reference_id": art.reference_id,
-                 "resume": str(resume_from) if resume_from else None}
+                 "storage": self.storage.root, "session": session}
         trainer = TorchTrainer(
             train_loop_per_worker, train_loop_config=setup,
             scaling_config=ScalingConfig(num_workers=s.num_learners, use_gpu=self.use_gpu,
                                          resources_per_worker=cluster.train_resources_per_worker(cfg.cluster,
                                                                                                  self.use_gpu)),
-            run_config=RunConfig(name=session, storage_path=str(storage),
+            run_config=RunConfig(name=session, storage_path=self.storage.root,
                                  failure_config=FailureConfig(max_failures=s.max_learner_failures),
                                  checkpoint_config=CheckpointConfig(num_to_keep=s.checkpoints_to_keep)))
 
@@ -380,10 +370,11 @@ class Driver:
         """The aligned generator of the newest checkpoint as `policy.pt` (loadable by `sopo generate/evaluate`)."""
         from sopo_ray.models.generator import generator_from_payload, save_generator
 
-        folder = latest_checkpoint(self.run_dir)
+        folder = self.storage.latest(LEARNER_FILE)
         if folder is None:
             return None
-        payload = load_checkpoint(folder / LEARNER_FILE, "trainer", art.train.data_id)
+        with local_copy(folder) as local:
+            payload = load_checkpoint(local / LEARNER_FILE, "trainer", art.train.data_id)
         gen = generator_from_payload(art.base_payload)
         gen.load_state_dict(payload["state"]["policy"])
         path = save_generator(self.run_dir / "policy.pt", gen, self.cfg, art.train.data_id,

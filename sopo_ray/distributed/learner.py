@@ -13,9 +13,11 @@ model as reference. One step, `Learner.train_step`, is a flat list of named, tim
     report   step record to the driver; every checkpoint_interval steps a checkpoint via ray.train.report
 
 Checkpoints hold the policy, optimizer, step, version, health counters, the reference's id and (rank 0) the
-replay queue's snapshot with its groups, so a resumed run continues exactly where it stopped. A restarted worker
-group (FailureConfig) resumes from `ray.train.get_checkpoint()`; a resumed run from the checkpoint the driver
-names. All randomness of step s on rank r comes from `derive_seed(seed, "learner", s, r)`.
+replay queue's snapshot with its groups, so a resumed run continues exactly where it stopped. A learner always
+starts from the newest complete checkpoint in the run's storage: after a failure Ray Train restarts the worker
+group (FailureConfig) and that is its registered checkpoint (`ray.train.get_checkpoint()`) or a newer one it had
+not registered yet; a resumed run (`--resume`) finds the previous session's last one.
+All randomness of step s on rank r comes from `derive_seed(seed, "learner", s, r)`.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from sopo_ray.distributed.group import caption_table
 from sopo_ray.distributed.rollout import load_text_cache
 from sopo_ray.distributed.seeds import derive_seed
 from sopo_ray.distributed.sources import CaptionSource, FixedPairSource, PreferenceBatch, QueueSource, collate, timed
+from sopo_ray.distributed.storage import RunStorage, local_copy
 from sopo_ray.distributed.weights import call_with_timeout, fetch_weights, state_to_numpy
-from sopo_ray.errors import ClusterError
+from sopo_ray.errors import CheckpointError, ClusterError
 from sopo_ray.objectives import PreferenceTerms, objective_loss, preferred_weight
 
 LEARNER_FILE = "learner.pt"
@@ -133,9 +136,13 @@ class Learner:
         self.last_checkpoint_step = -1
         self.sync_error = ""
         self.source = self._make_source()
-        self.restored_in_session = self._restore()
-        if self.restored_in_session:   # Ray Train restarted the worker group after a failure (FailureConfig)
-            self.health["learner_restarts"] += 1
+        restarts = call_with_timeout(self.store.learner_started.remote(self.rank), self.cfg.schedule.sync_timeout_s,
+                                     "learner: registering with the weight store")
+        self._restore()
+        # Ray Train restarted the worker group after a failure (FailureConfig): from the newest checkpoint, or from
+        # the start when it died before the first one. Either way the weight store must go back to this version.
+        self.restarted = restarts > 0
+        self.health["learner_restarts"] += int(self.restarted)
 
     # ------------------------------------------------------------------------------------------------
     # The algorithm
@@ -210,7 +217,7 @@ class Learner:
     def fit(self) -> None:
         """Train until total_steps, a stop request, or too many non-finite steps in a row."""
         s = self.cfg.schedule
-        if self.restored_in_session:
+        if self.restarted:
             self._publish()
         state, message = "done", f"finished {s.total_steps} steps"
         while self.step < s.total_steps:
@@ -307,26 +314,27 @@ class Learner:
                 versions[v] = {k: torch.from_numpy(np.array(a)) for k, a in state.items()}
         return {"queue": snap, "groups": groups, "versions": versions}
 
-    def _restore(self) -> bool:
-        """Load the newest checkpoint (this session's, else the run being resumed); True if from this session."""
-        ckpt = ray.train.get_checkpoint()
-        in_session = ckpt is not None
-        folder = None
-        if in_session:
-            with ckpt.as_directory() as d:
-                payload = load_checkpoint(Path(d) / LEARNER_FILE, "trainer", self.dataset.data_id)
-            folder = "session"
-        elif self.setup.get("resume"):
-            folder = self.setup["resume"]
-            payload = load_checkpoint(Path(folder) / LEARNER_FILE, "trainer", self.dataset.data_id)
-        if folder is None:
-            return False
-        self.policy.load_state_dict(payload["state"]["policy"])
-        self.optimizer.load_state_dict(payload["state"]["optimizer"])
-        self.step, self.version = int(payload["step"]), int(payload["version"])
-        self.health.update(payload["health"])
-        self.last_checkpoint_step = self.step
-        return in_session
+    def _restore(self) -> None:
+        """Continue from the newest complete checkpoint in the run's storage, if there is one.
+
+        That is Ray Train's registered checkpoint (`ray.train.get_checkpoint()`, after a restart in this session)
+        or a newer one Ray Train had written but not yet registered when a worker died, or the newest checkpoint
+        of an earlier session when the run is resumed. A checkpoint cut off by the crash is skipped for the one
+        before it.
+        """
+        storage = RunStorage(self.setup["storage"])
+        for _, folder in reversed(storage.checkpoints(LEARNER_FILE)):
+            try:
+                with local_copy(folder) as local:
+                    payload = load_checkpoint(local / LEARNER_FILE, "trainer", self.dataset.data_id)
+            except CheckpointError:
+                continue
+            self.policy.load_state_dict(payload["state"]["policy"])
+            self.optimizer.load_state_dict(payload["state"]["optimizer"])
+            self.step, self.version = int(payload["step"]), int(payload["version"])
+            self.health.update(payload["health"])
+            self.last_checkpoint_step = self.step
+            return
 
 
 def train_loop_per_worker(setup: dict[str, Any]) -> None:

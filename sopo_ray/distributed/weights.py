@@ -46,6 +46,7 @@ class WeightStore:
         self._records: list[dict[str, Any]] = []
         self._status: dict[str, Any] = {"state": "running", "message": ""}
         self._republished = 0
+        self._starts: dict[int, int] = {}
 
     async def publish(self, version: int, step: int, state: dict[str, np.ndarray]) -> float:
         """Store `state` as `version` (re-publishing a version, after a learner restart, replaces it)."""
@@ -81,6 +82,12 @@ class WeightStore:
         """Return and forget the records reported since the last drain."""
         records, self._records = self._records, []
         return records
+
+    async def learner_started(self, rank: int) -> int:
+        """Count a start of learner `rank`; returns how many times it had started before in this run session
+        (more than 0: Ray Train restarted the worker group after a failure)."""
+        self._starts[rank] = self._starts.get(rank, 0) + 1
+        return self._starts[rank] - 1
 
     async def set_status(self, state: str, message: str = "", **extra: Any) -> None:
         """The learner's final word: 'done', 'stopped', 'failed' with a one-line message."""
