@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -91,3 +96,21 @@ def tiny_dataset(tmp_path_factory):
                      build_workers=1)
     build_synthetic(cfg, progress=False)
     return cfg
+
+
+@pytest.fixture(scope="session")
+def simulated_cluster_child() -> Callable[..., dict]:
+    """Run a Python script that builds its own `ray.cluster_utils.Cluster` in a fresh process (the session's
+    in-process Ray already exists) with its own Ray temp dir; returns the JSON the script printed on a line
+    `RESULT {...}`."""
+
+    def run(script: str, *args: str, timeout: int = 900) -> dict:
+        with tempfile.TemporaryDirectory(prefix="sopo-sim-", dir="/tmp") as ray_tmp:
+            env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+            proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                                  timeout=timeout, env=env, cwd=REPO)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        assert lines, (proc.stdout + proc.stderr)[-3000:]
+        return json.loads(lines[-1][len("RESULT "):])
+
+    return run

@@ -5,16 +5,8 @@ its schedule throughout and the run finishes every step."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow]
 
 CHILD = r"""
@@ -85,14 +77,8 @@ finally:
 """
 
 
-def test_rollout_pool_grows_and_shrinks_with_the_cluster(smoke_workdir, tmp_path):
-    with tempfile.TemporaryDirectory(prefix="sopo-as-", dir="/tmp") as ray_tmp:
-        env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(smoke_workdir), str(tmp_path / "run")],
-                              capture_output=True, text=True, timeout=900, env=env, cwd=REPO)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, (proc.stdout + proc.stderr)[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+def test_rollout_pool_grows_and_shrinks_with_the_cluster(simulated_cluster_child, smoke_workdir, tmp_path):
+    out = simulated_cluster_child(CHILD, str(smoke_workdir), str(tmp_path / "run"))
     assert out["code"] == 0
     assert out["empty_pool"] == 0                               # no rollout node yet: no actor started (none pending)
     bundles = out["autoscale"][0]["bundles"]

@@ -4,16 +4,8 @@ session's in-process Ray (`ray_cluster`) already exists."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow]
 
 CHILD = r"""
@@ -43,13 +35,7 @@ finally:
 """
 
 
-def test_rollout_workers_land_on_the_rollout_node(smoke_workdir, tmp_path):
-    with tempfile.TemporaryDirectory(prefix="sopo-mn-", dir="/tmp") as ray_tmp:
-        env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-        proc = subprocess.run([sys.executable, "-c", CHILD, str(smoke_workdir), str(tmp_path / "run")],
-                              capture_output=True, text=True, timeout=600, env=env, cwd=REPO)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, (proc.stdout + proc.stderr)[-3000:]
-    out = json.loads(lines[-1][len("RESULT "):])
+def test_rollout_workers_land_on_the_rollout_node(simulated_cluster_child, smoke_workdir, tmp_path):
+    out = simulated_cluster_child(CHILD, str(smoke_workdir), str(tmp_path / "run"))
     assert out["code"] == 0
     assert out["rollout_nodes"] == [out["rollout_node"]] and out["head_node"] not in out["rollout_nodes"]
