@@ -160,6 +160,19 @@ def test_queue_drops_stale_nonfinite_and_orphaned_groups(ray_cluster):
     assert s["generated"] == 12 and s["size"] == 0 and s["accounting_ok"]
 
 
+@pytest.mark.parametrize("kw", [{}, {"max_staleness": 3, "total_steps": 20},
+                                {"rollout_batch_size": 3, "max_staleness": 1, "capacity": 40, "total_steps": 20}],
+                         ids=["staleness-bound", "capacity-bound", "window-split-tickets"])
+def test_max_busy_workers_is_what_a_real_queue_hands_out(ray_cluster, kw):
+    plan = make_plan(**kw)
+    queue = new_queue(plan)
+    tickets = 0
+    while ray.get(queue.claim.remote(f"w{tickets}", None, 0.2)).status == "ticket":
+        tickets += 1
+    assert tickets == plan.max_busy_workers
+    ray.get(queue.close.remote("test"))
+
+
 def test_queue_capacity_bounds_queued_plus_inflight(ray_cluster):
     queue = new_queue(make_plan(max_staleness=3, capacity=8, total_steps=20))
     a, b = ray.get(queue.claim.remote("w0")), ray.get(queue.claim.remote("w1"))

@@ -149,6 +149,14 @@ class Driver:
         self.tau = self._resolve_tau(art)
         self.table = caption_table(art.train.motion_ids, art.train.captions)
         self.plan = SchedulePlan.from_config(cfg, len(self.table))
+        busy = self.plan.max_busy_workers
+        if self.objective in ONLINE and s.num_rollout_workers > busy:
+            self.console.print(
+                f"[yellow]warning:[/] this schedule keeps at most {busy} of {s.num_rollout_workers} rollout workers "
+                f"busy (tickets of {self.plan.rollout_batch_size} captions, sync_interval {s.sync_interval}, "
+                f"max_staleness {s.max_staleness}, rollout_ahead {s.rollout_ahead}); to feed them all set "
+                f"schedule.rollout_batch_size <= {max(1, busy * self.plan.rollout_batch_size // s.num_rollout_workers)}"
+                f" or raise sync_interval/max_staleness (docs/scaling.md 1.1)")
         self.store = ray.remote(WeightStore).options(**helper).remote(s.max_staleness + 3)
         if self.objective in ONLINE:
             self.queue = ray.remote(ReplayQueue).options(**helper, max_restarts=-1, max_task_retries=-1).remote(

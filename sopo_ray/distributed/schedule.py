@@ -63,6 +63,18 @@ class SchedulePlan:
         """Groups the learner trains on over the whole run."""
         return self.total_steps * self.batch_size
 
+    @property
+    def max_busy_workers(self) -> int:
+        """Most tickets in flight at once, so the most rollout workers that can be busy: the versions a ticket may
+        wait for span `(max_staleness + 1) * sync_interval` learner steps, the queue holds `capacity` groups, and
+        tickets end at sync windows. Workers beyond this number wait (back-pressure 'staleness' or 'queue_full')."""
+        limit = min((self.max_staleness + 1) * self.sync_interval * self.batch_size, self.capacity, self.total_groups)
+        start = tickets = 0
+        while start < limit:
+            start += self.ticket_span(start, limit - start)[0]
+            tickets += 1
+        return max(1, tickets)
+
     def version_at(self, step: int) -> int:
         """Policy version the learner trains with at step `step` (0-based)."""
         return step // self.sync_interval
