@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,12 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
-from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
-from sopo_ray.config import Config, EvaluatorConfig, config_to_dict
-from sopo_ray.data.store import MotionDataset, load_dataset
+from sopo_ray.checkpoint import load_checkpoint
+from sopo_ray.config import Config, EvaluatorConfig
+from sopo_ray.data.store import MotionDataset
 from sopo_ray.errors import CheckpointError
 from sopo_ray.evaluation import metrics
-from sopo_ray.tracking import MetricsWriter
+from sopo_ray.tracking import MetricsWriter, fit_and_save
 
 KIND = "evaluator"
 SPECIALS = ("<pad>", "<unk>", "<sos>", "<eos>")
@@ -238,19 +237,10 @@ def fit_evaluator(train: MotionDataset, val: MotionDataset | None, ecfg: Evaluat
 def train_evaluator(cfg: Config, out_path: str | Path | None = None, progress: bool = True) -> Path:
     """Train the evaluator on `cfg.data`'s train split; write `{workdir}/evaluator/evaluator.pt` (or
     `out_path`) and its metrics JSONL beside it. Returns the checkpoint path."""
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
     out = Path(out_path) if out_path is not None else Path(cfg.workdir) / "evaluator" / "evaluator.pt"
-    train = load_dataset(cfg.data, "train")
-    val = load_dataset(cfg.data, "val")
-    metrics_path = out.with_name(f"{out.stem}_metrics.jsonl")
-    metrics_path.unlink(missing_ok=True)
-    start = time.time()
-    with MetricsWriter(metrics_path) as log:
-        model, result = fit_evaluator(train, val, cfg.evaluator, log, progress)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return save_checkpoint(out, KIND, state, config_to_dict(cfg), train.data_id, arch=model.arch,
-                           vocab=model.vocab, metrics=result, train_seconds=round(time.time() - start, 1))
+    return fit_and_save(cfg, out, KIND,
+                        lambda train, val, log: fit_evaluator(train, val, cfg.evaluator, log, progress),
+                        vocab=lambda model: model.vocab)
 
 
 def load_evaluator(path: str | Path, data_id: str | None = None,

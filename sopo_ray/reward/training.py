@@ -7,9 +7,7 @@ val split for text-to-motion retrieval (R@1/R@5, reported in the checkpoint and 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,12 +15,11 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
-from sopo_ray.checkpoint import save_checkpoint
-from sopo_ray.config import Config, RewardConfig, config_to_dict
-from sopo_ray.data.store import MotionDataset, load_dataset
+from sopo_ray.config import Config, RewardConfig
+from sopo_ray.data.store import MotionDataset
 from sopo_ray.models.text_encoder import get_text_encoder
 from sopo_ray.reward.tmr import KIND, TMRReward
-from sopo_ray.tracking import MetricsWriter
+from sopo_ray.tracking import MetricsWriter, fit_and_save
 
 
 def feature_statistics(features: np.ndarray, lengths: np.ndarray, min_std: float = 1e-4,
@@ -152,16 +149,5 @@ def fit_reward(train: MotionDataset, val: MotionDataset | None, rcfg: RewardConf
 def train_reward(cfg: Config, out_path: str | Path | None = None, progress: bool = True) -> Path:
     """Train the reward model on `cfg.data`'s train split; write `{workdir}/reward/reward.pt` (or `out_path`)
     and its metrics JSONL beside it. Returns the checkpoint path."""
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
     out = Path(out_path) if out_path is not None else Path(cfg.workdir) / "reward" / "reward.pt"
-    train = load_dataset(cfg.data, "train")
-    val = load_dataset(cfg.data, "val")
-    metrics_path = out.with_name(f"{out.stem}_metrics.jsonl")
-    metrics_path.unlink(missing_ok=True)
-    start = time.time()
-    with MetricsWriter(metrics_path) as log:
-        model, metrics = fit_reward(train, val, cfg.reward, log, progress)
-    state: dict[str, Any] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return save_checkpoint(out, KIND, state, config_to_dict(cfg), train.data_id, arch=model.arch,
-                           metrics=metrics, train_seconds=round(time.time() - start, 1))
+    return fit_and_save(cfg, out, KIND, lambda train, val, log: fit_reward(train, val, cfg.reward, log, progress))
