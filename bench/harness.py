@@ -112,3 +112,43 @@ class ReplayFeeder:
             ray.get(self.queue.put.remote(self.name, t.ticket_id, t.epoch, batch))
             put_s += time.perf_counter() - t0
             put += len(batch)
+
+
+def pool_rate(cfg: Config, art: Any, n_groups: int, n_workers: int, worker_options: dict[str, Any],
+              refs: list[Any] | None = None) -> tuple[float, list[str]]:
+    """Groups/s of `n_workers` real RolloutWorker actors (placed with `worker_options`) feeding a real ReplayQueue
+    that this process drains the way a learner does (without training), and the node of each actor.
+
+    Staleness and back-pressure are lifted, so only sampling, scoring and the queue's data path are timed; the
+    actors' start-up and a first batch are excluded. `refs`: object refs of (base payload, reward payload, train
+    split), put once by the caller when it times several pool sizes.
+    """
+    from sopo_ray.distributed.group import caption_table
+    from sopo_ray.distributed.replay_queue import ReplayQueue
+    from sopo_ray.distributed.rollout import RolloutWorker
+    from sopo_ray.distributed.schedule import SchedulePlan
+    from sopo_ray.distributed.weights import WeightStore
+
+    cfg = with_overrides(cfg, [f"schedule.total_steps={n_groups // cfg.schedule.batch_size + 4}",
+                               "schedule.max_staleness=1000000", "schedule.rollout_ahead=8"])
+    plan = SchedulePlan.from_config(cfg, len(caption_table(art.train.motion_ids, art.train.captions)))
+    refs = refs or [ray.put(x) for x in (art.base_payload, art.reward_payload, art.train)]
+    store = ray.remote(WeightStore).options(num_cpus=0).remote(2)
+    ray.get(store.publish.remote(0, 0, {k: v.numpy() for k, v in art.base_payload["state"].items()}))
+    queue = ray.remote(ReplayQueue).options(num_cpus=0).remote(plan, cfg.objective.tau)
+    workers = [ray.remote(RolloutWorker).options(**worker_options).remote(f"bench-{i}", cfg, *refs, queue, store,
+                                                                          False) for i in range(n_workers)]
+    nodes = [s["node"] for s in ray.get([w.stats.remote() for w in workers])]   # up, models loaded: not timed
+    runs = [w.run.remote() for w in workers]
+    batch = cfg.schedule.batch_size
+    ray.get(queue.get_batch.remote(0, 0, batch, 600.0))                        # warm-up batch, excluded
+    start, done, step = time.perf_counter(), 0, 1
+    while done < n_groups:
+        done += len(ray.get(queue.get_batch.remote(step, 0, batch, 600.0)).groups)
+        step += 1
+    rate = done / (time.perf_counter() - start)
+    ray.get(queue.close.remote("bench"))
+    ray.get(runs)
+    for actor in (*workers, queue, store):
+        ray.kill(actor)
+    return rate, nodes

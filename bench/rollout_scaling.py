@@ -19,51 +19,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from typing import Any
 
 import ray
-from harness import absolute_paths, simulated_cluster
+from harness import absolute_paths, pool_rate, simulated_cluster
 from rich.console import Console
 from rich.table import Table
 
 from sopo_ray import artifacts
-from sopo_ray.config import Config, load_config, with_overrides
+from sopo_ray.config import load_config
 from sopo_ray.distributed.cluster import actor_options
-from sopo_ray.distributed.group import caption_table
-from sopo_ray.distributed.replay_queue import ReplayQueue
-from sopo_ray.distributed.rollout import RolloutWorker
-from sopo_ray.distributed.schedule import SchedulePlan
-from sopo_ray.distributed.weights import WeightStore
-
-
-def pool_rate(cfg: Config, art: Any, refs: list[Any], n_groups: int, n_workers: int) -> tuple[float, list[str]]:
-    """Groups/s of `n_workers` RolloutWorker actors feeding a ReplayQueue that this process drains; their nodes."""
-    cfg = with_overrides(cfg, [f"schedule.total_steps={n_groups // cfg.schedule.batch_size + 4}",
-                               "schedule.max_staleness=1000000", "schedule.rollout_ahead=8"])
-    plan = SchedulePlan.from_config(cfg, len(caption_table(art.train.motion_ids, art.train.captions)))
-    helper = actor_options(cfg.cluster, "helper", False)
-    store = ray.remote(WeightStore).options(**helper).remote(2)
-    ray.get(store.publish.remote(0, 0, {k: v.numpy() for k, v in art.base_payload["state"].items()}))
-    queue = ray.remote(ReplayQueue).options(**helper).remote(plan, cfg.objective.tau)
-    placement = actor_options(cfg.cluster, "rollout", False)
-    workers = [ray.remote(RolloutWorker).options(**placement).remote(f"bench-{i}", cfg, *refs, queue, store, False)
-               for i in range(n_workers)]
-    nodes = [s["node"] for s in ray.get([w.stats.remote() for w in workers])]  # up, models loaded: not timed
-    runs = [w.run.remote() for w in workers]
-    batch = cfg.schedule.batch_size
-    ray.get(queue.get_batch.remote(0, 0, batch, 600.0))   # warm-up batch, excluded
-    start, done, step = time.perf_counter(), 0, 1
-    while done < n_groups:
-        reply = ray.get(queue.get_batch.remote(step, 0, batch, 600.0))
-        done += len(reply.groups)
-        step += 1
-    rate = done / (time.perf_counter() - start)
-    ray.get(queue.close.remote("bench"))
-    ray.get(runs)
-    for actor in (*workers, queue, store):
-        ray.kill(actor)
-    return rate, nodes
 
 
 def main() -> None:
@@ -91,7 +55,8 @@ def main() -> None:
                                        store_mib=500)
     try:
         refs = [ray.put(x) for x in (art.base_payload, art.reward_payload, art.train)]
-        rows = [(n, *pool_rate(cfg, art, refs, args.groups, n), os.getloadavg()[0]) for n in sizes]
+        placement = actor_options(cfg.cluster, "rollout", False)
+        rows = [(n, *pool_rate(cfg, art, args.groups, n, placement, refs), os.getloadavg()[0]) for n in sizes]
     finally:
         ray.shutdown()
         cluster.shutdown()

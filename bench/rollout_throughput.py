@@ -18,16 +18,15 @@ import time
 
 import ray
 import torch
+from harness import pool_rate
 from rich.console import Console
 from rich.table import Table
 
 from sopo_ray import artifacts
-from sopo_ray.config import load_config, with_overrides
+from sopo_ray.config import load_config
 from sopo_ray.distributed.group import caption_table
-from sopo_ray.distributed.replay_queue import ReplayQueue
-from sopo_ray.distributed.rollout import RolloutWorker, load_text_cache, sample_groups
+from sopo_ray.distributed.rollout import load_text_cache, sample_groups
 from sopo_ray.distributed.schedule import SchedulePlan
-from sopo_ray.distributed.weights import WeightStore
 from sopo_ray.models.generator import generator_from_payload
 from sopo_ray.reward.tmr import reward_from_payload
 
@@ -54,36 +53,6 @@ def plain_loop(cfg, art, n_groups: int) -> float:
     return done / (time.perf_counter() - start)
 
 
-def through_ray(cfg, art, n_groups: int, n_workers: int) -> float:
-    """Groups/s of `n_workers` RolloutWorker actors feeding a ReplayQueue that this process drains."""
-    cfg = with_overrides(cfg, [f"schedule.total_steps={n_groups // cfg.schedule.batch_size + 2}",
-                               "schedule.max_staleness=1000000", "schedule.rollout_ahead=8"])
-    table = caption_table(art.train.motion_ids, art.train.captions)
-    plan = SchedulePlan.from_config(cfg, len(table))
-    store = ray.remote(WeightStore).options(num_cpus=0).remote(2)
-    ray.get(store.publish.remote(0, 0, {k: v.numpy() for k, v in art.base_payload["state"].items()}))
-    queue = ray.remote(ReplayQueue).options(num_cpus=0).remote(plan, cfg.objective.tau)
-    refs = [ray.put(x) for x in (art.base_payload, art.reward_payload, art.train)]
-    cpus = min(1.0, (os.cpu_count() or 2) / n_workers)
-    workers = [ray.remote(RolloutWorker).options(num_cpus=cpus).remote(f"bench-{i}", cfg, *refs, queue, store, False)
-               for i in range(n_workers)]
-    ray.get([w.stats.remote() for w in workers])          # actors up, models loaded: not part of the timing
-    runs = [w.run.remote() for w in workers]
-    batch = cfg.schedule.batch_size
-    ray.get(queue.get_batch.remote(0, 0, batch, 600.0))   # warm-up batch, excluded
-    start, done, step = time.perf_counter(), 0, 1
-    while done < n_groups:
-        reply = ray.get(queue.get_batch.remote(step, 0, batch, 600.0))
-        done += len(reply.groups)
-        step += 1
-    rate = done / (time.perf_counter() - start)
-    ray.get(queue.close.remote("bench"))
-    ray.get(runs)
-    for actor in (*workers, queue, store):
-        ray.kill(actor)
-    return rate
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/default.yaml")
@@ -100,7 +69,8 @@ def main() -> None:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     rows = [("plain loop (this process)", base)]
     for n in (1, 2):
-        rows.append((f"Ray, {n} rollout actor{'s' if n > 1 else ''}", through_ray(cfg, art, args.groups, n)))
+        options = {"num_cpus": min(1.0, (os.cpu_count() or 2) / n)}
+        rows.append((f"Ray, {n} rollout actor{'s' if n > 1 else ''}", pool_rate(cfg, art, args.groups, n, options)[0]))
     table = Table(title="rollout throughput")
     table.add_column("setting")
     table.add_column("groups/s", justify="right")
