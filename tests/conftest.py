@@ -110,7 +110,8 @@ def simulated_cluster_child() -> Callable[..., dict]:
             proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                                   timeout=timeout, env=env, cwd=REPO)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        assert lines, (proc.stdout + proc.stderr)[-3000:]
+        assert lines, "\n".join(dict.fromkeys(proc.stdout.splitlines()))[-4000:] + "\n--- stderr ---\n" + \
+            "\n".join(dict.fromkeys(proc.stderr.splitlines()))[-3000:]
         return json.loads(lines[-1][len("RESULT "):])
 
     return run

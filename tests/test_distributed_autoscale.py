@@ -36,11 +36,15 @@ def wait_for(what, condition, timeout=300):
 
 
 workdir, run_dir = sys.argv[1], Path(sys.argv[2])
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": 200 * 2**20})
+# The head is the learner node (as in cluster/gpu.yaml, learners ask for a `learner` resource): otherwise Ray Train,
+# starting after a rollout node joined, may put the learner on it and starve the rollout actor of its CPU.
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"learner": 1},
+                                                        "object_store_memory": 200 * 2**20})
 try:
     cfg = load_config("configs/smoke.yaml", [
         f"workdir={workdir}", f"data.root={workdir}/data", f"cluster.address={cluster.address}",
-        "cluster.rollout_resource=rollout", "cluster.autoscale=true", "schedule.num_rollout_workers=2",
+        "cluster.rollout_resource=rollout", "cluster.learner_resource=learner", "cluster.autoscale=true",
+        "schedule.num_rollout_workers=2",
         "schedule.total_steps=40", "schedule.final_eval=false"])
     driver = Driver(cfg, run_dir, worker_cls=PacedWorker)
     result = {}
@@ -83,6 +87,7 @@ def test_rollout_pool_grows_and_shrinks_with_the_cluster(simulated_cluster_child
     assert out["empty_pool"] == 0                               # no rollout node yet: no actor started (none pending)
     bundles = out["autoscale"][0]["bundles"]
     assert out["autoscale"][0]["requested_rollout_workers"] == 2 and bundles.count({"CPU": 1.0, "rollout": 1.0}) == 2
+    assert {"CPU": 1.0, "learner": 1.0} in bundles
     targets = [t for t in out["targets"] if t is not None]
     assert 2 in targets and targets[-1] == 1                    # grew to 2 with the second node, back to 1 after
     final = out["final"]

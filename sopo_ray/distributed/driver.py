@@ -88,6 +88,10 @@ class Driver:
         info = cluster.connect(cfg.cluster)
         placement = cluster.check_resources(cfg)
         self.use_gpu = placement["use_gpu"]
+        if cfg.cluster.rollout_resource and not cfg.cluster.learner_resource:
+            self.console.print("[yellow]warning:[/] cluster.rollout_resource is set but cluster.learner_resource is "
+                               "not: Ray may place learners on rollout nodes and leave rollout actors without room; "
+                               "give learner nodes a custom resource and set cluster.learner_resource")
         self.console.print(f"ray: {info['num_nodes']} node(s), {info['num_cpus']:g} CPUs, {info['num_gpus']:g} GPUs; "
                            f"learners on {'GPU' if self.use_gpu else 'CPU'}")
         self.storage = RunStorage.for_run(cfg, self.run_dir)
