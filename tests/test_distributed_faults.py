@@ -149,6 +149,13 @@ def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, 
     before its first checkpoint, it starts over from step 0, and the weight store rolls back with it (the rollout
     workers must not keep sampling with the dead learner's newer weights). Checkpoints go to a storage URI
     (cluster.storage_path), as on a cluster."""
+    class PacedWorker(RolloutWorker):
+        """>= 0.5 s per rollout batch: the tiny learner cannot race through the run before the kill lands."""
+
+        def generate(self, caption_indices, version, positions=None, ticket=-1):
+            time.sleep(0.5)
+            return super().generate(caption_indices, version, positions, ticket)
+
     run_dir = tmp_path / "run"
     cfg = load_config(REPO / "configs" / "smoke.yaml", [
         f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.total_steps=14",
@@ -169,7 +176,7 @@ def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, 
             time.sleep(0.2)
 
     threading.Thread(target=kill_learner, daemon=True).start()
-    assert Driver(cfg, run_dir).run() == 0
+    assert Driver(cfg, run_dir, worker_cls=PacedWorker).run() == 0
     assert len(killed) == 1 and killed[0][1], "no Ray Train worker process was found to kill"
     seen_at_kill = killed[0][0]
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "step"]
