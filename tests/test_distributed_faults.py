@@ -26,11 +26,11 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def test_hung_worker_dead_worker_and_dead_queue_are_survived(ray_cluster, smoke_workdir, tmp_path):
     class SleepyWorker(RolloutWorker):
-        """The first worker sleeps through its first batch (it never picks up new weights)."""
+        """The first worker sleeps through its first batch (it never picks up new weights); the others take
+        >= 0.3 s per batch, so the tiny learner cannot finish before the faults are injected."""
 
         def generate(self, caption_indices, version, positions=None, ticket=-1):
-            if self.name == "rollout-0":
-                time.sleep(3600)
+            time.sleep(3600 if self.name == "rollout-0" else 0.3)
             return super().generate(caption_indices, version, positions, ticket)
 
     run_dir = tmp_path / "run"
