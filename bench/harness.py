@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,12 +24,6 @@ from sopo_ray.distributed.cluster import OFFLINE_ENV
 from sopo_ray.distributed.group import RolloutGroup
 
 MiB = 2**20
-
-
-def absolute_paths(cfg: Config) -> Config:
-    """`cfg` with absolute workdir and data.root (actors and Train workers may start in another directory), as the
-    driver does."""
-    return with_overrides(cfg, [f"workdir={Path(cfg.workdir).resolve()}", f"data.root={Path(cfg.data.root).resolve()}"])
 
 
 def _throwaway_env() -> None:

@@ -31,12 +31,12 @@ from typing import Any
 
 import ray
 import torch
-from harness import ReplayFeeder, absolute_paths, local_ray
+from harness import ReplayFeeder, local_ray
 from rich.console import Console
 from rich.table import Table
 
 from sopo_ray import artifacts
-from sopo_ray.config import Config, load_config, with_overrides
+from sopo_ray.config import Config, load_config, with_absolute_paths, with_overrides
 from sopo_ray.distributed.cluster import actor_options, train_resources_per_worker
 from sopo_ray.distributed.group import RolloutGroup, caption_table
 from sopo_ray.distributed.learner import Learner, PolicyErrors, lr_at, preference_terms
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps before the first block, per side")
     args = parser.parse_args()
     total = args.warmup + args.blocks * args.block_steps
-    cfg = with_overrides(absolute_paths(load_config(args.config, args.overrides)),
+    cfg = with_overrides(with_absolute_paths(load_config(args.config, args.overrides)),
                          [f"schedule.total_steps={total + 1}", "cluster.use_gpu=false"])
     console = Console()
     art = artifacts.resolve(cfg, console, need_evaluator=False)

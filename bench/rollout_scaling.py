@@ -21,12 +21,12 @@ import argparse
 import os
 
 import ray
-from harness import absolute_paths, pool_rate, simulated_cluster
+from harness import pool_rate, simulated_cluster
 from rich.console import Console
 from rich.table import Table
 
 from sopo_ray import artifacts
-from sopo_ray.config import load_config
+from sopo_ray.config import load_config, with_absolute_paths
 from sopo_ray.distributed.cluster import actor_options
 
 
@@ -43,7 +43,7 @@ def main() -> None:
         parser.error("--actors must start with 1 (the baseline the other pool sizes are compared with)")
     if max(sizes) > args.nodes:
         parser.error(f"--actors asks for {max(sizes)} actors but --nodes {args.nodes} hosts at most {args.nodes}")
-    cfg = absolute_paths(load_config(args.config, [*args.overrides, "cluster.rollout_resource=rollout",
+    cfg = with_absolute_paths(load_config(args.config, [*args.overrides, "cluster.rollout_resource=rollout",
                                                     "cluster.use_gpu=false"]))
     console = Console()
     art = artifacts.resolve(cfg, console, need_evaluator=False)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
+from harness import local_ray
 from rich.console import Console
 from rich.table import Table
 
@@ -187,8 +187,7 @@ def main() -> None:
         parser.error("--num-cpus must be >= 2 (one for the learner, the rest shared by the rollout workers)")
     console = Console() if sys.stdout.isatty() else Console(width=220)
     os.environ.update(OFFLINE_ENV)
-    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": dict(OFFLINE_ENV)})
+    local_ray(args.num_cpus)
     root = args.output_dir or Path(tempfile.mkdtemp(prefix="sopo-staleness-"))
     console.print(f"{len(args.values)} runs x {args.steps} learner steps, {args.workers} rollout workers, "
                   f"{args.num_cpus} Ray CPUs ({os.cpu_count()} cores), load {os.getloadavg()[0]:.1f}; "

@@ -525,6 +525,12 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
 
 
+def with_absolute_paths(cfg: Config) -> Config:
+    """`cfg` with `workdir` and `data.root` made absolute: Ray actors and Train workers may start in another
+    working directory."""
+    return with_overrides(cfg, [f"workdir={Path(cfg.workdir).resolve()}", f"data.root={Path(cfg.data.root).resolve()}"])
+
+
 def with_overrides(cfg: Config, overrides: list[str]) -> Config:
     """A copy of `cfg` with `a.b=value` overrides applied and validated again."""
     raw = config_to_dict(cfg)

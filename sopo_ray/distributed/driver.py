@@ -37,7 +37,7 @@ from rich.live import Live
 
 from sopo_ray import artifacts
 from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
-from sopo_ray.config import Config, config_to_dict, with_overrides
+from sopo_ray.config import Config, config_to_dict, with_absolute_paths
 from sopo_ray.distributed import cluster
 from sopo_ray.distributed.group import RolloutGroup, caption_table
 from sopo_ray.distributed.learner import LEARNER_FILE, PIPELINE_FILE, train_loop_per_worker
@@ -82,9 +82,7 @@ class Driver:
         cfg, s = self.cfg, self.cfg.schedule
         # Everything that can refuse the run comes first, so a refused run leaves no run directory behind.
         art = artifacts.resolve(cfg, self.console, need_evaluator=s.final_eval)
-        # Actors and tasks may start in another working directory: give them absolute paths.
-        cfg = self.cfg = with_overrides(cfg, [f"workdir={Path(cfg.workdir).resolve()}",
-                                              f"data.root={Path(cfg.data.root).resolve()}"])
+        cfg = self.cfg = with_absolute_paths(cfg)
         info = cluster.connect(cfg.cluster)
         placement = cluster.check_resources(cfg)
         self.use_gpu = placement["use_gpu"]
@@ -254,7 +252,7 @@ class Driver:
         session = self.storage.new_session()
         setup = {"cfg": cfg, "base": self.base_ref, "dataset": self.train_ref, "queue": self.queue,
                  "store": self.store, "pairs": pairs_ref, "tau": self.tau, "reference_id": art.reference_id,
-                 "storage": self.storage.root, "session": session}
+                 "storage": self.storage.root}
         trainer = TorchTrainer(
             train_loop_per_worker, train_loop_config=setup,
             scaling_config=ScalingConfig(num_workers=s.num_learners, use_gpu=self.use_gpu,
@@ -340,7 +338,7 @@ class Driver:
         if not stats["restoring"]:
             self.mirror = ray.get(self.queue.snapshot.remote(False))
         self._note_queue_failure(stats)
-        record = {**pipeline_record(stats, self._fault_counts()), "rollout/pool_target": self.pool.target()}
+        record = {**pipeline_record(stats, self._fault_counts()), "rollout/pool_target": self.pool.size_target}
         self.view.pipeline = record
         self.metrics.log(stats["learner_step"], event="pipeline", version=stats["learner_version"], **record)
         changes = self.pool.check(stats)

@@ -42,6 +42,7 @@ class RolloutPool:
         self.worker_cls, self.worker_args = worker_cls, worker_args
         self.workers: dict[str, tuple[Any, Any]] = {}
         self.seq = 0
+        self.size_target = 0   # target() as of the last resize: what the pool is aiming for
         self.faults: Counter[str] = Counter({"worker_replaced": 0, "worker_sync_timeout": 0, "worker_node_lost": 0})
         self.failure = ""
 
@@ -66,7 +67,8 @@ class RolloutPool:
     def resize(self, serving: set[str]) -> list[str]:
         """Start actors up to `target()`; beyond it, drop actors that have not started serving (still waiting for a
         node). `serving`: names the replay queue has heard from. Returns what changed, one line each."""
-        target, changes = self.target(), []
+        target = self.size_target = self.target()
+        changes = []
         for name in [n for n in self.workers if n not in serving]:
             if len(self.workers) <= target:
                 break
