@@ -90,6 +90,14 @@ def _plt() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, out_png: Path) -> Path:
+    """Lay out, write (90 dpi) and close a figure; returns the path."""
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
+
+
 def plot_training(results: dict[str, Any], out_png: Path) -> Path:
     """Per base: loss and reward of the trained groups (best of K, and r(x^l)) against the learner step."""
     plt = _plt()
@@ -113,10 +121,7 @@ def plot_training(results: dict[str, Any], out_png: Path) -> Path:
             ax.set_xlabel("learner step")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return _save(plt, fig, out_png)
 
 
 def plot_curves(results: dict[str, Any], out_png: Path) -> Path:
@@ -136,10 +141,7 @@ def plot_curves(results: dict[str, Any], out_png: Path) -> Path:
             ax.set_xlabel("learner step (0 = base)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return _save(plt, fig, out_png)
 
 
 def plot_ablations(results: dict[str, Any], out_png: Path) -> Path:
@@ -164,10 +166,7 @@ def plot_ablations(results: dict[str, Any], out_png: Path) -> Path:
         ax.set_ylabel("oracle accuracy", color="C0")
         twin.set_ylabel("R@1", color="C3")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return _save(plt, fig, out_png)
 
 
 def filmstrip(cfg: Any, results: dict[str, Any], kind: str, out_png: Path, frames: int = 6) -> Path | None:
