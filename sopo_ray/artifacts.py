@@ -40,8 +40,15 @@ class Artifacts:
 
     @property
     def reference_id(self) -> str:
-        """Identity of the reference model: base checkpoint path and a hash of its weights' bytes."""
+        """Identity of the reference model: base checkpoint path and a hash of its weights' bytes (only the hash
+        decides whether two ids name the same model, see `same_reference`)."""
         return f"{self.base_path}@{file_digest(self.base_path)}"
+
+
+def same_reference(a: str | None, b: str | None) -> bool:
+    """Whether two `reference_id`s name the same base model: same bytes, wherever the file lies (a relative and
+    an absolute path to one checkpoint, or a checkout that moved, are the same reference)."""
+    return a is not None and b is not None and a.rsplit("@", 1)[-1] == b.rsplit("@", 1)[-1]
 
 
 def file_digest(path: Path, size: int = 12) -> str:

@@ -81,8 +81,9 @@ class Driver:
         """Run (or resume) the alignment; 0 when it finished, 128+signal when stopped, 1 when it failed."""
         cfg, s = self.cfg, self.cfg.schedule
         # Everything that can refuse the run comes first, so a refused run leaves no run directory behind.
-        art = artifacts.resolve(cfg, self.console, need_evaluator=s.final_eval)
+        # Paths are made absolute first: actors start elsewhere, and a resumed run reads them from config.yaml.
         cfg = self.cfg = with_absolute_paths(cfg)
+        art = artifacts.resolve(cfg, self.console, need_evaluator=s.final_eval)
         info = cluster.connect(cfg.cluster)
         placement = cluster.check_resources(cfg)
         self.use_gpu = placement["use_gpu"]
@@ -175,7 +176,7 @@ class Driver:
             pipeline_file = local / PIPELINE_FILE
             pipeline = load_checkpoint(pipeline_file, "pipeline", art.train.data_id)["state"] \
                 if self.queue is not None and pipeline_file.is_file() else None
-        if learner.get("reference") != art.reference_id:
+        if not artifacts.same_reference(learner.get("reference"), art.reference_id):
             raise CheckpointError(f"checkpoint {folder} was aligned from reference {learner.get('reference')} but "
                                   f"the base model is now {art.reference_id}; restore that base or start a new run")
         if pipeline is not None:
