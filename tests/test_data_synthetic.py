@@ -77,23 +77,34 @@ def test_data_id_tracks_the_generator_config():
 
 def test_split_holds_out_parameter_combinations():
     rng = np.random.default_rng(0)
-    params = [sample_params(rng, 40, 120)[0] for _ in range(600)]
+    params = [sample_params(rng, 40, 120)[0] for _ in range(900)]
     splits = assign_splits(params, seed=0)
+    seen_splits = ("train", "val", "test")
     train_combos = {combo_key(s) for p, sp in zip(params, splits, strict=True) if sp == "train" for s in p["segments"]}
-    test = [p for p, sp in zip(params, splits, strict=True) if sp == "test"]
     assert not train_combos & set(HELD_OUT_COMBOS)
-    assert not any(is_held_out(p) for p, sp in zip(params, splits, strict=True) if sp != "test")
-    novel = [p for p in test if is_held_out(p)]
-    assert novel and len(novel) < len(test)  # test mixes unseen combinations with seen ones
-    assert 0.6 < splits.count("train") / len(splits) < 0.9 and splits.count("val") > 0
+    # compositional holds exactly the held-out combinations and orders; test is in-distribution
+    assert all(is_held_out(p) == (sp == "compositional") for p, sp in zip(params, splits, strict=True))
+    test_combos = {combo_key(s) for p, sp in zip(params, splits, strict=True) if sp == "test" for s in p["segments"]}
+    assert test_combos <= train_combos
+    seen = [sp for sp in splits if sp in seen_splits]
+    assert 0.72 < seen.count("train") / len(seen) < 0.86
+    assert 0.12 < seen.count("test") / len(seen) < 0.2 and seen.count("val") > 0
     assert assign_splits(params, seed=0) == splits
+
+
+def test_a_tiny_build_still_gets_every_split_and_keeps_held_out_motions_out_of_the_others():
+    rng = np.random.default_rng(3)
+    params = [sample_params(rng, 40, 120)[0] for _ in range(5)]
+    splits = assign_splits(params, seed=0)
+    assert set(splits) == {"train", "val", "test", "compositional"}
+    assert not any(is_held_out(p) for p, sp in zip(params, splits, strict=True) if sp != "compositional")
 
 
 def test_tiny_dataset_layout_and_statistics(tiny_dataset):
     root = Path(tiny_dataset.root)
     meta = json.loads((root / "meta.json").read_text())
     assert meta["data_id"] == data_id_for(tiny_dataset) and sum(meta["counts"].values()) == 40
-    splits = {s: load_dataset(tiny_dataset, s) for s in ("train", "val", "test")}
+    splits = {s: load_dataset(tiny_dataset, s) for s in ("train", "val", "test", "compositional")}
     for name, data in splits.items():
         assert len(data) == meta["counts"][name] > 0
         assert data.features.shape == (len(data), 80, 263) and data.feature_dim == 263 and data.skeleton == "t2m"
@@ -134,4 +145,4 @@ def test_load_dataset_builds_a_missing_synthetic_folder(tmp_path):
     cfg = DataConfig(root=tmp_path / "fresh", size=6, max_frames=60, build_workers=1)
     data = load_dataset(cfg, "train")
     assert (tmp_path / "fresh" / "meta.json").is_file() and len(data) >= 1
-    assert len(data) + len(load_dataset(cfg, "val")) + len(load_dataset(cfg, "test")) == 6
+    assert sum(len(load_dataset(cfg, s)) for s in ("train", "val", "test", "compositional")) == 6

@@ -32,8 +32,11 @@ def test_evaluate_prints_the_table_and_writes_json(smoke_workdir: Path, tmp_path
     assert "R@1" in printed and "FID" in printed and "Real" in printed
     report = json.loads(out.read_text())
     assert report["columns"] == list(COLUMNS) and report["replications"] == 2
-    assert list(report["rows"]) == ["Real", str(base)]
-    real, model = report["rows"]["Real"], report["rows"][str(base)]
+    assert list(report["splits"]) == ["test", "compositional"]           # in-distribution first, then the harder
+    assert printed.index("test split") < printed.index("compositional split")
+    rows = report["splits"]["test"]["rows"]
+    assert list(rows) == ["Real", str(base)]
+    real, model = rows["Real"], rows[str(base)]
     assert "MultiModality" not in real and "MultiModality" in model
     assert model["FID"]["mean"] > real["FID"]["mean"]
     assert {"Oracle", "Reward"} <= set(model) and 0 <= model["Oracle"]["mean"] <= 1

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Render samples of one split side by side with their first caption. The output format "
                     "follows --out: .gif (animated) or .png (filmstrip).")
     add_config_args(show)
-    show.add_argument("--split", default="train", choices=("train", "val", "test"), help="which split")
+    show.add_argument("--split", default="train", choices=("train", "val", "test", "compositional"), help="which split")
     show.add_argument("--num", type=int, default=4, help="how many samples")
     show.add_argument("--seed", type=int, default=None, help="pick random samples with this seed (default: the first)")
     show.add_argument("--out", required=True, help="output file, .gif or .png")
@@ -53,7 +53,7 @@ def run_build(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from sopo_ray.data.store import SPLITS, load_dataset, read_meta
+    from sopo_ray.data.store import REAL_SPLITS, SPLITS, load_dataset, read_meta
     from sopo_ray.data.synthetic import build_synthetic
 
     cfg = _config(args)
@@ -64,7 +64,7 @@ def run_build(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if cfg.data.source == "synthetic":
         build_synthetic(cfg.data)
-    for split in SPLITS:
+    for split in SPLITS if cfg.data.source == "synthetic" else REAL_SPLITS:
         data = load_dataset(cfg.data, split)
         table.add_row(split, str(len(data)), str(sum(len(c) for c in data.captions)),
                       f"{data.lengths.mean():.1f}" if len(data) else "-")
@@ -72,9 +72,8 @@ def run_build(args: argparse.Namespace) -> int:
     console.print(f"data_id {data.data_id}  ({time.perf_counter() - started:.1f} s)")
     if cfg.data.source == "synthetic":
         meta = read_meta(Path(cfg.data.root))
-        console.print(f"test motions with held-out combinations: {meta['test_held_out']} "
-                      f"(held out: {', '.join(meta['held_out_combos'])}; orders: "
-                      f"{', '.join(' then '.join(p) for p in meta['held_out_orders'])})")
+        console.print(f"compositional split: held-out combinations {', '.join(meta['held_out_combos'])}; orders: "
+                      f"{', '.join(' then '.join(p) for p in meta['held_out_orders'])}")
     return 0
 
 

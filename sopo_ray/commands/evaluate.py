@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_args(parser)
     parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
                         help="generator checkpoint (mdm/mld), repeatable; none: only the Real row")
-    parser.add_argument("--split", default="test", choices=("test", "val"), help="held-out split (default: test)")
+    parser.add_argument("--split", action="append", default=None, choices=("test", "compositional", "val"),
+                        help="held-out split, repeatable (default: the in-distribution test split, then the "
+                             "compositional one where the data has it)")
     parser.add_argument("--no-real", dest="real", action="store_false", help="skip the Real reference row")
     parser.add_argument("--evaluator", default=None, help="evaluator checkpoint "
                         "(default: {workdir}/evaluator/evaluator.pt, trained there if missing)")
@@ -42,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--retrain-evaluator", action="store_true", help="train the evaluator again first")
     parser.add_argument("--seed", type=int, default=0, help="evaluation seed (same seed: same captions and noise)")
     parser.add_argument("--out", default=None, help="JSON output (default: beside the first checkpoint, "
-                        "or {workdir}/eval/real_<split>.json)")
+                        "or {workdir}/eval/real.json)")
     parser.set_defaults(func=run)
 
 
@@ -65,11 +67,11 @@ def format_cell(value: tuple[float, float] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluate and print/write the table."""
+    """Evaluate and print/write one table per split."""
     import torch
 
     from sopo_ray.checkpoint import load_checkpoint
-    from sopo_ray.data.store import load_dataset
+    from sopo_ray.data.store import eval_splits, load_dataset
     from sopo_ray.evaluation.evaluator import load_evaluator, train_evaluator
     from sopo_ray.evaluation.protocol import COLUMNS, evaluate_generator, evaluate_real
     from sopo_ray.models.generator import load_generator
@@ -83,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args, generators[0][1] if generators else None)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    dataset = load_dataset(cfg.data, args.split)
+    splits = list(dict.fromkeys(args.split or eval_splits(cfg.data)))
+    datasets = {split: load_dataset(cfg.data, split) for split in splits}
+    data_id = next(iter(datasets.values())).data_id
     for path in args.checkpoint:  # refuse a generator trained on another dataset before any work
-        load_checkpoint(path, None, dataset.data_id)
+        load_checkpoint(path, None, data_id)
     eval_path = Path(args.evaluator) if args.evaluator else Path(cfg.workdir) / "evaluator" / "evaluator.pt"
     if args.retrain_evaluator or not eval_path.is_file():
         console.print(f"[bold]training the evaluator[/] (train split only) -> {eval_path}")
@@ -94,40 +98,42 @@ def run(args: argparse.Namespace) -> int:
     if not reward_path.is_file():
         console.print(f"[bold]training the reward model[/] -> {reward_path}")
         train_reward(cfg, reward_path)
-    evaluator = load_evaluator(eval_path, dataset.data_id)
-    reward = load_reward(reward_path, dataset.data_id)
+    evaluator = load_evaluator(eval_path, data_id)
+    reward = load_reward(reward_path, data_id)
 
-    rows: dict[str, dict[str, tuple[float, float]]] = {}
-    timings: dict[str, float] = {}
-    if args.real:
-        start = time.time()
-        rows["Real"] = evaluate_real(evaluator, reward, dataset, cfg, args.seed, progress=True)
-        timings["Real"] = round(time.time() - start, 1)
-    for path, (gen, _) in zip(args.checkpoint, generators, strict=True):
-        start = time.time()
-        rows[path] = evaluate_generator(gen, evaluator, reward, dataset, cfg, args.seed, progress=True)
-        timings[path] = round(time.time() - start, 1)
-
-    table = Table(title=f"{args.split} split: mean ± 95% CI over {cfg.evaluator.replications} replications "
-                        f"(seed {args.seed}, {cfg.diffusion.sample_steps} sampling steps)")
-    table.add_column("Model", overflow="fold")
-    for key in COLUMNS:
-        table.add_column(HEADERS[key], justify="right", no_wrap=True)
-    for name, row in rows.items():
-        table.add_row(name, *(format_cell(row.get(key)) for key in COLUMNS))
-    console.print(table)
+    results: dict[str, Any] = {}
+    for split, dataset in datasets.items():
+        rows: dict[str, dict[str, tuple[float, float]]] = {}
+        timings: dict[str, float] = {}
+        if args.real:
+            start = time.time()
+            rows["Real"] = evaluate_real(evaluator, reward, dataset, cfg, args.seed, progress=True)
+            timings["Real"] = round(time.time() - start, 1)
+        for path, (gen, _) in zip(args.checkpoint, generators, strict=True):
+            start = time.time()
+            rows[path] = evaluate_generator(gen, evaluator, reward, dataset, cfg, args.seed, progress=True)
+            timings[path] = round(time.time() - start, 1)
+        table = Table(title=f"{split} split: mean ± 95% CI over {cfg.evaluator.replications} replications "
+                            f"(seed {args.seed}, {cfg.diffusion.sample_steps} sampling steps)")
+        table.add_column("Model", overflow="fold")
+        for key in COLUMNS:
+            table.add_column(HEADERS[key], justify="right", no_wrap=True)
+        for name, row in rows.items():
+            table.add_row(name, *(format_cell(row.get(key)) for key in COLUMNS))
+        console.print(table)
+        results[split] = {"seconds": timings, "motions": len(dataset),
+                          "rows": {name: {k: {"mean": v[0], "ci95": v[1]} for k, v in row.items()}
+                                   for name, row in rows.items()}}
 
     if args.out:
         out = Path(args.out)
     elif args.checkpoint:
-        out = Path(args.checkpoint[0]).with_name(f"{Path(args.checkpoint[0]).stem}_eval_{args.split}.json")
+        out = Path(args.checkpoint[0]).with_name(f"{Path(args.checkpoint[0]).stem}_eval.json")
     else:
-        out = Path(cfg.workdir) / "eval" / f"real_{args.split}.json"
+        out = Path(cfg.workdir) / "eval" / "real.json"
     report = {
-        "split": args.split, "seed": args.seed, "replications": cfg.evaluator.replications,
-        "columns": list(COLUMNS), "evaluator": str(eval_path), "reward": str(reward_path),
-        "data_id": dataset.data_id, "seconds": timings,
-        "rows": {name: {k: {"mean": v[0], "ci95": v[1]} for k, v in row.items()} for name, row in rows.items()},
+        "seed": args.seed, "replications": cfg.evaluator.replications, "columns": list(COLUMNS),
+        "evaluator": str(eval_path), "reward": str(reward_path), "data_id": data_id, "splits": results,
         "config": config_to_dict(cfg),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

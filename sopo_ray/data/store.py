@@ -2,7 +2,7 @@
 
 A synthetic dataset folder holds
 
-    train.parquet, val.parquet, test.parquet   one row per motion:
+    train.parquet, val.parquet, test.parquet, compositional.parquet   one row per motion:
         motion_id  string
         length     int32                        valid frames
         features   fixed_size_list<float>[max_frames * D]   un-normalised, zero past `length`
@@ -28,7 +28,16 @@ import pyarrow.parquet as pq
 from sopo_ray.config import DataConfig
 from sopo_ray.errors import DataError
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "compositional")
+"""train / val / test (in-distribution: unseen motions of combinations seen in training, as HumanML3D's test
+split) / compositional (held-out combinations and action orders; embedded synthetic data only)."""
+REAL_SPLITS = ("train", "val", "test")
+"""The splits a real HumanML3D / KIT-ML folder has."""
+
+
+def eval_splits(data_cfg: DataConfig) -> tuple[str, ...]:
+    """The held-out splits a run reports, in-distribution first: test, plus compositional for synthetic data."""
+    return ("test", "compositional") if data_cfg.source == "synthetic" else ("test",)
 SKELETON_DIMS = {"t2m": 263, "kit": 251}
 
 
@@ -166,11 +175,15 @@ def load_synthetic(data_cfg: DataConfig, split: str) -> MotionDataset:
 
 
 def load_dataset(data_cfg: DataConfig, split: str) -> MotionDataset:
-    """One split ("train", "val" or "test") of the dataset `data_cfg` describes (synthetic, humanml3d, kitml)."""
+    """One split of the dataset `data_cfg` describes: "train", "val", "test" (synthetic, humanml3d, kitml) or
+    "compositional" (synthetic only)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if data_cfg.source == "synthetic":
         return load_synthetic(data_cfg, split)
+    if split not in REAL_SPLITS:
+        raise DataError(f"the {split!r} split exists only for the embedded synthetic dataset; use one of "
+                        f"{', '.join(REAL_SPLITS)} with data.source {data_cfg.source}")
     from sopo_ray.data.humanml3d import load_humanml3d
 
     return load_humanml3d(data_cfg, split)

@@ -1,8 +1,9 @@
-"""After a run: evaluate the aligned policy against the base, write report.json / report.md, and draw the
-pipeline dashboard (dashboard.png) from the run's metrics.jsonl.
+"""After a run: evaluate the aligned policy against the base on every held-out split, write report.json /
+report.md, and draw the pipeline dashboard (dashboard.png) from the run's metrics.jsonl.
 
-The two evaluations run as two Ray tasks on the driver's node (one CPU each), with one seed, so both models see
-the same held-out captions, lengths and initial noises; differences are the aligned model's doing.
+Both models are evaluated with one seed, so they see the same held-out captions, lengths and initial noises;
+differences are the aligned model's doing. The in-distribution test split comes first (the paper's protocol),
+then the compositional one (held-out combinations: the harder generalisation test).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from sopo_ray.config import Config
 from sopo_ray.tracking import read_metrics
 
 
-def _evaluate(cfg: Config, checkpoint: str, evaluator_path: str, reward_path: str, seed: int) -> dict[str, Any]:
-    """The evaluation protocol's table for one generator checkpoint (runs inside a Ray task)."""
+def _evaluate(cfg: Config, checkpoint: str, evaluator_path: str, reward_path: str, seed: int,
+              split: str) -> dict[str, Any]:
+    """The evaluation protocol's table for one generator checkpoint on one held-out split."""
     import torch
 
     from sopo_ray.data.store import load_dataset
@@ -32,52 +34,77 @@ def _evaluate(cfg: Config, checkpoint: str, evaluator_path: str, reward_path: st
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    test = load_dataset(cfg.data, "test")
-    generator, _ = load_generator(checkpoint, test.data_id)
-    evaluator = load_evaluator(evaluator_path, test.data_id)
-    reward = load_reward(reward_path, test.data_id)
-    return evaluate_generator(generator, evaluator, reward, test, cfg, seed)
+    data = load_dataset(cfg.data, split)
+    generator, _ = load_generator(checkpoint, data.data_id)
+    evaluator = load_evaluator(evaluator_path, data.data_id)
+    reward = load_reward(reward_path, data.data_id)
+    return evaluate_generator(generator, evaluator, reward, data, cfg, seed)
+
+
+def evaluate_models(cfg: Config, art: Any, paths: dict[str, Path], seed: int) -> dict[str, dict[str, Any]]:
+    """{split: {model name: metric table}} for each generator in `paths` on every held-out split the data has
+    (`data.store.eval_splits`: in-distribution test first, then compositional), all with one seed, so every
+    model sees the same captions, lengths and initial noises. Inside Ray the evaluations run as parallel tasks
+    on the driver's node (one CPU each); otherwise one after another in this process."""
+    from sopo_ray.data.store import eval_splits
+
+    jobs = [(split, name, (cfg, str(Path(p).resolve()), str(Path(art.evaluator_path).resolve()),
+                           str(Path(art.reward_path).resolve()), seed, split))
+            for split in eval_splits(cfg.data) for name, p in paths.items()]
+    if ray.is_initialized():
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        task = ray.remote(_evaluate).options(num_cpus=1, scheduling_strategy=here)
+        refs = [task.remote(*args) for _, _, args in jobs]
+        tables = ray.get(refs)
+    else:
+        tables = [_evaluate(*args) for _, _, args in jobs]
+    rows: dict[str, dict[str, Any]] = {}
+    for (split, name, _), table in zip(jobs, tables, strict=True):
+        rows.setdefault(split, {})[name] = table
+    return rows
+
+
+SPLIT_TITLES = {"test": "in-distribution test split (unseen motions of seen combinations)",
+                "compositional": "compositional split (held-out combinations and orders)"}
 
 
 def evaluate_and_report(cfg: Config, art: Any, policy_path: Path, run_dir: Path, console: Console) -> dict[str, Any]:
-    """Evaluate base and aligned on the test split, print and write the comparison, draw the dashboard."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+    """Evaluate base and aligned on every held-out split, print and write the comparison, draw the dashboard."""
     from sopo_ray.commands.evaluate import HEADERS, format_cell
     from sopo_ray.evaluation.protocol import COLUMNS
 
-    console.print(f"[bold]final evaluation[/]: base vs aligned on the test split ({cfg.evaluator.replications} "
-                  f"replications x {cfg.evaluator.num_captions} captions, {cfg.diffusion.sample_steps} DDIM steps)")
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    task = ray.remote(_evaluate).options(num_cpus=1, scheduling_strategy=here)
+    console.print(f"[bold]final evaluation[/]: base vs aligned ({cfg.evaluator.replications} replications x "
+                  f"{cfg.evaluator.num_captions} captions per split, {cfg.diffusion.sample_steps} DDIM steps)")
     paths = {"base": art.base_path, "aligned": policy_path}
-    refs = {name: task.remote(cfg, str(Path(p).resolve()), str(Path(art.evaluator_path).resolve()),
-                              str(Path(art.reward_path).resolve()), cfg.seed) for name, p in paths.items()}
-    rows = {name: ray.get(ref) for name, ref in refs.items()}
-    deltas = {k: rows["aligned"][k][0] - rows["base"][k][0] for k in COLUMNS if k in rows["base"]}
-
-    table = Table(title=f"test split, mean ± 95% CI over {cfg.evaluator.replications} replications (seed {cfg.seed})")
-    table.add_column("model")
-    for key in COLUMNS:
-        table.add_column(HEADERS[key], justify="right")
-    for name, row in rows.items():
-        table.add_row(name, *(format_cell(row.get(key)) for key in COLUMNS))
-    table.add_row("Δ aligned-base", *(f"{deltas[k]:+.3f}" if k in deltas else "-" for k in COLUMNS))
-    console.print(table)
-
-    report = {"objective": cfg.objective.name, "steps": cfg.schedule.total_steps, "seed": cfg.seed,
-              "checkpoints": {k: str(v) for k, v in paths.items()},
-              "rows": {n: {k: {"mean": v[0], "ci95": v[1]} for k, v in r.items()} for n, r in rows.items()},
-              "delta": deltas}
+    by_split = evaluate_models(cfg, art, paths, cfg.seed)
+    report: dict[str, Any] = {"objective": cfg.objective.name, "steps": cfg.schedule.total_steps, "seed": cfg.seed,
+                              "checkpoints": {k: str(v) for k, v in paths.items()}, "splits": {}}
+    lines = [f"# {cfg.name}: {cfg.objective.name}, {cfg.schedule.total_steps} steps", ""]
+    for split, rows in by_split.items():
+        deltas = {k: rows["aligned"][k][0] - rows["base"][k][0] for k in COLUMNS if k in rows["base"]}
+        title = f"{SPLIT_TITLES.get(split, split)}, mean ± 95% CI over {cfg.evaluator.replications} replications"
+        table = Table(title=title)
+        table.add_column("model")
+        for key in COLUMNS:
+            table.add_column(HEADERS[key], justify="right")
+        for name, row in rows.items():
+            table.add_row(name, *(format_cell(row.get(key)) for key in COLUMNS))
+        table.add_row("Δ aligned-base", *(f"{deltas[k]:+.3f}" if k in deltas else "-" for k in COLUMNS))
+        console.print(table)
+        report["splits"][split] = {
+            "rows": {n: {k: {"mean": v[0], "ci95": v[1]} for k, v in r.items()} for n, r in rows.items()},
+            "delta": deltas}
+        lines += [f"## {title}", "", "| model | " + " | ".join(HEADERS[k] for k in COLUMNS) + " |",
+                  "|---|" + "---|" * len(COLUMNS)]
+        for name, row in rows.items():
+            lines.append(f"| {name} | " + " | ".join(format_cell(row.get(k)) for k in COLUMNS) + " |")
+        lines.append("| Δ aligned-base | " + " | ".join(f"{deltas[k]:+.3f}" if k in deltas else "-"
+                                                        for k in COLUMNS) + " |")
+        lines.append("")
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
-    lines = [f"# {cfg.name}: {cfg.objective.name}, {cfg.schedule.total_steps} steps", "",
-             "| model | " + " | ".join(HEADERS[k] for k in COLUMNS) + " |",
-             "|---|" + "---|" * len(COLUMNS)]
-    for name, row in rows.items():
-        lines.append(f"| {name} | " + " | ".join(format_cell(row.get(k)) for k in COLUMNS) + " |")
-    lines.append("| Δ aligned-base | " + " | ".join(f"{deltas[k]:+.3f}" if k in deltas else "-" for k in COLUMNS)
-                 + " |")
-    lines += ["", "![pipeline dashboard](dashboard.png)", ""]
+    lines += ["![pipeline dashboard](dashboard.png)", ""]
     (run_dir / "report.md").write_text("\n".join(lines))
     plot_dashboard(run_dir / "metrics.jsonl", run_dir / "dashboard.png")
     console.print(f"wrote {run_dir / 'report.md'}, report.json and dashboard.png")
