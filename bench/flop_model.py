@@ -28,9 +28,8 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
+from sopo_ray.algorithm import PolicyErrors, PreferenceBatch, preference_terms
 from sopo_ray.config import Config, load_config
-from sopo_ray.distributed.learner import PolicyErrors, preference_terms
-from sopo_ray.distributed.sources import PreferenceBatch
 from sopo_ray.distributed.weights import state_to_numpy
 from sopo_ray.models.generator import build_generator
 from sopo_ray.objectives import objective_loss
@@ -86,12 +85,12 @@ def count(cfg: Config) -> dict[str, float]:
 
     scoring = k * flops(score)
     batch = PreferenceBatch([CAPTION], motion, lengths, torch.randn(1, frames, D), lengths, torch.tensor([0.3]),
-                            torch.rand(1, k), [0])
+                            torch.rand(1, k), [0], {})
 
     def learner_step() -> None:
         terms = preference_terms(cfg, PolicyErrors(policy), policy, reference, batch, torch.Generator().manual_seed(0),
                                  "cpu")
-        loss, _ = objective_loss(cfg.objective, terms, cfg.objective.tau)
+        loss, _ = objective_loss(cfg.objective, terms, cfg.objective.tau, policy.num_timesteps)
         loss.backward()
 
     return {"sampling": sampling, "reward": scoring, "learner": flops(learner_step),

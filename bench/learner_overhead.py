@@ -36,18 +36,17 @@ from rich.console import Console
 from rich.table import Table
 
 from sopo_ray import artifacts
+from sopo_ray.algorithm import PolicyErrors, preference_batch, sample_groups, timed, train_on_batch, trainable
 from sopo_ray.config import Config, load_config, with_absolute_paths, with_overrides
 from sopo_ray.distributed.cluster import actor_options, train_resources_per_worker
 from sopo_ray.distributed.group import RolloutGroup, caption_table
-from sopo_ray.distributed.learner import Learner, PolicyErrors, lr_at, preference_terms
+from sopo_ray.distributed.learner import Learner
 from sopo_ray.distributed.replay_queue import ReplayQueue
-from sopo_ray.distributed.rollout import load_text_cache, sample_groups
 from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.distributed.seeds import derive_seed
-from sopo_ray.distributed.sources import collate, timed
 from sopo_ray.distributed.weights import WeightStore
 from sopo_ray.models.generator import generator_from_payload
-from sopo_ray.objectives import objective_loss
+from sopo_ray.models.text_encoder import load_text_cache
 from sopo_ray.reward.tmr import reward_from_payload
 
 STAGES = ("wait", "collate", "forward", "loss", "backward", "update", "publish")
@@ -86,7 +85,8 @@ def rollout_pool(cfg: Config, art: Any, n: int) -> list[RolloutGroup]:
 
 
 class PlainLoop:
-    """The same SoPo step in this process, models set up as `Learner` sets them up; batches already in memory."""
+    """The same SoPo step in this process (`algorithm.train_on_batch`, as the Learner calls it), models set up by
+    `algorithm.trainable`; batches already in memory."""
 
     def __init__(self, cfg: Config, base_payload: dict[str, Any], dataset: Any, pool: list[RolloutGroup]) -> None:
         if cfg.torch_threads:
@@ -95,34 +95,22 @@ class PlainLoop:
         self.cfg, self.dataset, self.pool, self.step = cfg, dataset, pool, 0
         self.policy = generator_from_payload(base_payload).eval()
         self.reference = generator_from_payload(base_payload).eval().requires_grad_(False)
-        self.policy.requires_grad_(False)
-        self.policy.denoiser.requires_grad_(True)
+        self.params = trainable(self.policy)
         self.model = PolicyErrors(self.policy)
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.schedule.lr, weight_decay=cfg.schedule.weight_decay)
 
     def train_step(self) -> dict[str, float]:
         """One step; its wall seconds and per-stage seconds, named like the Learner's step record."""
         cfg, n, s = self.cfg, self.cfg.schedule.batch_size, {}
-        t0 = t = time.perf_counter()
+        t0 = time.perf_counter()
         groups = [self.pool[(self.step * n + i) % len(self.pool)] for i in range(n)]
-        batch = collate(cfg.objective.name, groups, self.dataset.features, self.dataset.lengths, [0] * n)
-        t = timed(s, "collate", t)
+        batch = preference_batch(cfg.objective.name, groups, self.dataset.features, self.dataset.lengths, [0] * n)
+        timed(s, "collate", t0)
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "learner", self.step, 0))
-        terms = preference_terms(cfg, self.model, self.policy, self.reference, batch, gen, "cpu")
-        t = timed(s, "forward", t)
-        loss, _ = objective_loss(cfg.objective, terms, cfg.objective.tau)
-        t = timed(s, "loss", t)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, cfg.schedule.grad_clip or float("inf"))
-        t = timed(s, "backward", t)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step, cfg)
-        self.optimizer.step()
-        t = timed(s, "update", t)
+        train_on_batch(cfg, self.step, self.model, self.policy, self.reference, self.optimizer, self.params, batch,
+                       gen, "cpu", cfg.objective.tau, s)
         self.step += 1
-        return {"wall_s": t - t0, **{f"timing/{k}_s": v for k, v in s.items()}}
+        return {"wall_s": time.perf_counter() - t0, **{f"timing/{k}_s": v for k, v in s.items()}}
 
 
 def run_blocks(roles: list[tuple[str, Any, str]], turns: Any, warmup: int, blocks: int, size: int,

@@ -23,11 +23,12 @@ from rich.console import Console
 from rich.table import Table
 
 from sopo_ray import artifacts
+from sopo_ray.algorithm import sample_groups
 from sopo_ray.config import load_config
 from sopo_ray.distributed.group import caption_table
-from sopo_ray.distributed.rollout import load_text_cache, sample_groups
 from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.models.generator import generator_from_payload
+from sopo_ray.models.text_encoder import load_text_cache
 from sopo_ray.reward.tmr import reward_from_payload
 
 

@@ -29,7 +29,7 @@ class DataConfig(Section):
     """Which dataset: the embedded procedural one, or a real HumanML3D / KIT-ML folder."""
     root: Path = Path("artifacts/data/synthetic")
     """Dataset folder. For `synthetic` it is built here on first use; for real data, the dataset's root."""
-    size: int = 2400
+    size: int = 3000
     """Number of motions the synthetic generator builds (train/val/test together)."""
     seed: int = 0
     """Seed of the synthetic generator and of the split."""
@@ -140,6 +140,9 @@ class PretrainConfig(Section):
 
 
 class RewardConfig(Section):
+    kind: Literal["tmr", "oracle"] = "tmr"
+    """What ranks and gates the online samples: the learned TMR-style model, or (a control, embedded data only)
+    the caption oracle itself, a perfect ranker; beta_w's similarity still comes from the learned model."""
     latent_dim: int = 128
     """Width of the TMR-style text and motion encoders and of the shared space."""
     num_layers: int = 2
@@ -148,8 +151,16 @@ class RewardConfig(Section):
     """Attention heads."""
     temperature: float = 0.1
     """InfoNCE temperature (TMR: 0.1)."""
-    negative_filter: float = 0.8
-    """Drop in-batch negatives whose captions have text similarity (cos+1)/2 above this (TMR: 0.8)."""
+    negative_filter: float = 1.0
+    """Drop in-batch negatives whose captions have text similarity (cos+1)/2 above this (TMR: 0.8; 1: off). With
+    MiniLM on this grammar, 0.8 drops nearly every negative of the same action ("left hand" vs "right hand" is
+    0.99), the ones that teach the details; identical captions are never negatives either way."""
+    mirror: bool = True
+    """Also train on every motion's left-right mirror with its captions' sides exchanged (HumanML3D's
+    augmentation), each batch holding motions beside their mirrors: hard negatives for captions naming a side."""
+    counterfactual_negatives: bool = True
+    """Add one counterfactual caption per motion (one attribute word exchanged: side, direction, count, speed,
+    angle) as an extra negative text (`reward.hard_negatives`)."""
     steps: int = 1000
     """Training steps (val retrieval plateaus by ~1000 on the default dataset)."""
     batch_size: int = 64
@@ -162,6 +173,9 @@ class RewardConfig(Section):
     """Dropout in both encoders (TMR: 0.1)."""
     frames_per_token: int = 4
     """Consecutive frames embedded into one motion token (TMR: 1); 4 makes CPU training and scoring ~4x faster."""
+    trajectory: bool = True
+    """Feed the motion encoder the global root trajectory (heading, position in the start frame) beside the 263
+    features, which hold it only as velocities (`reward.tmr.trajectory_channels`)."""
     eval_every: int = 500
     """Steps between text-to-motion retrieval checks on the val split (logged, and stored at the end)."""
 
@@ -223,14 +237,19 @@ class ObjectiveConfig(Section):
     """Threshold on the [0, 1] reward: the worst sample is used as x^l only if r(x^l, c) < tau."""
     tau_quantile: float | None = None
     """If set, tau is this quantile of r(x^w, c) over the dataset's own pairs, replacing `tau`."""
+    tau_gate: float | None = None
+    """If set, tau is calibrated at the start of a run so that this fraction of the base policy's groups has
+    r(x^l, c) < tau (the quantile of min_k r over K samples of 64 train captions), replacing `tau`."""
     beta: float = 1.0
     """DPO temperature on the unpreferred term."""
     beta_w: Literal["similarity", "constant"] = "similarity"
     """Preferred-term weight: `similarity` is beta * (C - min_k sim(x^w, x^k)); `constant` is beta."""
     beta_w_c: float = 2.0
     """The constant C in beta_w (paper: C >= 1; released code: 2)."""
-    timestep_weight: float = 1.0
-    """T * w_t folded into one constant multiplying the DPO logit."""
+    timestep_weight: float | Literal["T"] = "T"
+    """T * w_t of Eq. 17, the scale in front of the DPO logit: "T" is diffusion.num_timesteps (w_t = 1, the
+    constant weighting of Diffusion-DPO); a number sets T * w_t directly (1 is what the released code does, which
+    keeps the logit near 0: a weighted SFT plus an unbounded push on x^l)."""
 
     @field_validator("k")
     @classmethod
@@ -246,12 +265,25 @@ class ObjectiveConfig(Section):
             raise ValueError(f"tau must lie in the reward range [0, 1], got {tau}")
         return tau
 
-    @field_validator("tau_quantile")
+    @field_validator("tau_quantile", "tau_gate")
     @classmethod
     def _tau_quantile_range(cls, q: float | None) -> float | None:
         if q is not None and not 0.0 < q < 1.0:
-            raise ValueError(f"tau_quantile must lie in (0, 1), got {q}")
+            raise ValueError(f"must lie in (0, 1), got {q}")
         return q
+
+    @field_validator("timestep_weight")
+    @classmethod
+    def _scale_positive(cls, w: float | str) -> float | str:
+        if w != "T" and not (isinstance(w, int | float) and 0.0 < w < float("inf")):
+            raise ValueError(f'timestep_weight must be "T" or a finite number > 0, got {w}')
+        return w
+
+    @model_validator(mode="after")
+    def _one_tau_rule(self) -> ObjectiveConfig:
+        if self.tau_quantile is not None and self.tau_gate is not None:
+            raise ValueError("set at most one of tau_quantile and tau_gate (each replaces tau)")
+        return self
 
 
 class ScheduleConfig(Section):

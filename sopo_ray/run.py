@@ -24,6 +24,9 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
 
     add_config_args(parser)
     parser.add_argument("--output-dir", default=None, help="run directory (default: runs/<name>-<time>)")
+    parser.add_argument("--local", action="store_true",
+                        help="run the same schedule in this process without Ray (sopo_ray.local_loop): for "
+                             "sweeps and debugging on one machine")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR",
                         help="continue a stopped run from its newest checkpoint (uses RUN_DIR/config.yaml; --set "
                              "still applies, e.g. to extend schedule.total_steps)")
@@ -48,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("RAY_JOB_ID") and not run_dir.is_absolute():
         print(f"warning: inside a Ray job the run directory {run_dir} lies in the job's temporary working dir; "
               "pass --output-dir /shared/path to keep checkpoints and metrics", file=sys.stderr)
+    if args.local:
+        from sopo_ray.local_loop import align_local
+
+        return align_local(cfg, run_dir, resume=bool(args.resume))
     return Driver(cfg, run_dir, resume=bool(args.resume)).run()
 
 

@@ -23,8 +23,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 from torch import Tensor, nn
 
+from sopo_ray.algorithm import pick_pairs
 from sopo_ray.config import ObjectiveConfig
-from sopo_ray.objectives import PreferenceTerms, best_and_worst, objective_loss, preferred_weight, resolve_tau
+from sopo_ray.objectives import PreferenceTerms, objective_loss, preferred_weight, resolve_tau
 
 MODES = torch.tensor([[-3.0, 2.0], [2.0, -2.0]])
 """Centres of the two ground-truth preference modes: A (near the reference) and B (far)."""
@@ -267,7 +268,7 @@ def align(method: str, reference: ToyDiffusion, world: World, settings: ToySetti
         else:
             group = policy.sample(settings.batch_size * settings.k, gen).view(settings.batch_size, settings.k, 2)
             rewards = world.reward(group.view(-1, 2)).view(settings.batch_size, settings.k)
-            best, worst = best_and_worst(rewards)
+            best, worst = (torch.from_numpy(i) for i in pick_pairs(rewards.detach().numpy()))
             x_l, reward_l = group[rows, worst], rewards[rows, worst]
             if method == "online_dpo":
                 x_w = group[rows, best]

@@ -1,4 +1,5 @@
-"""`learner.preference_terms`, the SoPo step's forward pass that the Ray Train learner and a plain loop share."""
+"""The Ray-free core (`sopo_ray.algorithm`): the pair pick, the step's forward pass that the Ray Train learner and
+the local loop share, and one optimizer step."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import copy
 import numpy as np
 import torch
 
+from sopo_ray.algorithm import PolicyErrors, PreferenceBatch, pick_pairs, preference_terms
 from sopo_ray.config import load_config
-from sopo_ray.distributed.learner import PolicyErrors, preference_terms
-from sopo_ray.distributed.sources import PreferenceBatch
 from sopo_ray.models.generator import build_generator
 from sopo_ray.objectives import objective_loss
 
@@ -28,7 +28,8 @@ def _setup():
         captions=["a person walks forward", "someone jumps", "a person waves", "someone kicks"],
         x_w=torch.randn(4, 24, 263, generator=g), len_w=torch.tensor([24, 20, 16, 12]),
         x_l=torch.randn(4, 24, 263, generator=g), len_l=torch.tensor([24, 20, 16, 12]),
-        reward_l=torch.tensor([0.2, 0.4, 0.6, 0.8]), sims_w=torch.rand(4, 2, generator=g), staleness=[0, 0, 0, 0])
+        reward_l=torch.tensor([0.2, 0.4, 0.6, 0.8]), sims_w=torch.rand(4, 2, generator=g), staleness=[0, 0, 0, 0],
+        group_metrics={})
     return cfg, policy, reference, batch
 
 
@@ -54,8 +55,19 @@ def test_the_generator_fixes_the_step_and_only_the_policy_gets_gradients():
     other = _terms(cfg, policy, reference, batch, seed=6).err_w_theta.detach()
     torch.testing.assert_close(same[0], same[1])
     assert not torch.allclose(same[0], other)
-    loss, _ = objective_loss(cfg.objective, _terms(cfg, policy, reference, batch, seed=5), cfg.objective.tau)
+    loss, _ = objective_loss(cfg.objective, _terms(cfg, policy, reference, batch, seed=5), cfg.objective.tau,
+                             policy.num_timesteps)
     loss.backward()
     grads = [p.grad for p in policy.denoiser.parameters() if p.requires_grad]
     assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
     assert all(p.grad is None for p in reference.parameters())
+
+
+def test_pick_pairs_never_picks_a_nan_while_a_finite_reward_exists():
+    best, worst = pick_pairs(np.array([[0.2, np.nan, 0.9], [np.nan, np.inf, 0.5], [np.nan, np.nan, np.nan]]))
+    assert best.tolist() == [2, 2, 0] and worst.tolist() == [0, 2, 0]
+
+
+def test_pick_pairs_ties_go_to_the_first_index():
+    best, worst = pick_pairs(np.array([[0.3, 0.3, 0.8], [0.1, 0.5, 0.1]]))
+    assert best.tolist() == [2, 1] and worst.tolist() == [0, 0]

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from sopo_ray import artifacts
+from sopo_ray.algorithm import sample_groups
 from sopo_ray.config import load_config
 from sopo_ray.distributed.group import caption_table
-from sopo_ray.distributed.rollout import sample_groups
 from sopo_ray.distributed.seeds import sample_seeds
 from sopo_ray.models.generator import generator_from_payload
 from sopo_ray.reward.tmr import reward_from_payload

@@ -75,7 +75,11 @@ def test_end_to_end_run_writes_everything_and_keeps_the_schedule(full_run):
     gen, _ = load_generator(full_run / "policy.pt")
     assert gen.kind == "mdm"
     report = json.loads((full_run / "report.json").read_text())
-    assert set(report["rows"]) == {"base", "aligned"} and "Reward" in report["rows"]["aligned"]
+    assert list(report["splits"]) == ["test", "compositional"]                # in-distribution first
+    for split in report["splits"].values():
+        assert set(split["rows"]) == {"base", "aligned"} and "Reward" in split["rows"]["aligned"]
+        assert "Oracle" in split["delta"]
+    assert "in-distribution" in (full_run / "report.md").read_text()
     assert (full_run / "dashboard.png").stat().st_size > 10_000
 
 
@@ -128,3 +132,22 @@ def test_sigint_stop_then_resume_twice_matches_the_uninterrupted_run(full_run, s
     # Same weights up to float32 round-off: the largest difference measured is 1.1e-6 (losses agree to ~1e-7).
     for name, tensor in final_b.items():
         torch.testing.assert_close(final_a[name], tensor, rtol=0, atol=1e-5, msg=name)
+
+
+def test_the_local_loop_trains_the_same_pairs_to_the_same_weights_as_a_ray_run(full_run, smoke_workdir, tmp_path):
+    """`sopo align --local` (one process, no Ray) against the deterministic one-worker Ray run of `full_run`."""
+    from sopo_ray.local_loop import CHECKPOINT, align_local
+
+    run_dir = tmp_path / "local"
+    assert align_local(smoke_cfg(smoke_workdir, "schedule.final_eval=false"), run_dir) == 0
+    local, ray_run = step_records(run_dir), step_records(full_run)
+    assert [r["step"] for r in local] == [r["step"] for r in ray_run]
+    assert [r["version"] for r in local] == [r["version"] for r in ray_run]
+    assert [r["health/staleness"] for r in local] == [r["health/staleness"] for r in ray_run]
+    for r_a, r_b in zip(local, ray_run, strict=True):
+        assert r_a["reward/x_l"] == pytest.approx(r_b["reward/x_l"], abs=1e-5)    # the same x^l were picked
+        assert r_a["loss/loss"] == pytest.approx(r_b["loss/loss"], abs=1e-5)
+    weights = load_checkpoint(run_dir / CHECKPOINT, "local_trainer")["state"]["policy"]
+    ray_weights = load_checkpoint(latest_checkpoint(full_run) / LEARNER_FILE, "trainer")["state"]["policy"]
+    for name, tensor in ray_weights.items():
+        torch.testing.assert_close(weights[name], tensor, rtol=0, atol=1e-5, msg=name)

@@ -61,7 +61,7 @@ def test_gradient_reaches_policy_only(name: str, frozen_ref: bool):
     reward_l = torch.tensor([0.1, 0.2, 0.3, 0.5, 0.6, 0.9])
     # frozen_ref=False also computes the reference errors WITH autograd: the objective must still cut them off
     terms = make_terms(policy, ref, cfg, reward_l, ref_no_grad=frozen_ref)
-    loss, metrics = objective_loss(cfg, terms)
+    loss, metrics = objective_loss(cfg, terms, num_timesteps=50)
     loss.backward()
     assert torch.isfinite(loss) and metrics["loss"] == pytest.approx(loss.item())
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in policy.parameters())
@@ -78,6 +78,6 @@ def test_no_gradient_through_x_l_when_unused(name: str):
     terms = make_terms(policy, ref, cfg, torch.full((B,), 0.45), ref_no_grad=True)
     terms.err_l_theta.retain_grad()
     terms.err_w_theta.retain_grad()
-    objective_loss(cfg, terms)[0].backward()
+    objective_loss(cfg, terms, num_timesteps=50)[0].backward()
     assert terms.err_l_theta.grad is None or not terms.err_l_theta.grad.any()
     assert terms.err_w_theta.grad.abs().sum() > 0

@@ -13,7 +13,6 @@ from sopo_ray.errors import ConfigError, DataError
 from sopo_ray.objectives import (
     PreferenceTerms,
     below_tau,
-    best_and_worst,
     objective_loss,
     pair_sources,
     preferred_weight,
@@ -80,7 +79,7 @@ def test_tau_branch_switches_exactly_at_threshold():
     as_f32 = torch.tensor([tau], dtype=torch.float32)
     assert below_tau(as_f32, float(as_f32)).item() == 0.0
 
-    cfg = ObjectiveConfig(name="sopo", tau=tau)
+    cfg = ObjectiveConfig(name="sopo", tau=tau, timestep_weight=1.0)
     beta_w = t(1.0, 1.0)
     at = objective_loss(cfg, PreferenceTerms(**TERMS, reward_l=t(tau, tau), beta_w=beta_w))[0]
     below = objective_loss(cfg, PreferenceTerms(**TERMS, reward_l=t(just_below, just_below), beta_w=beta_w))[0]
@@ -131,19 +130,12 @@ def test_tau_from_quantile_and_resolve():
 
 
 def test_non_finite_inputs_reach_the_loss():
-    cfg = ObjectiveConfig(name="sopo")
+    cfg = ObjectiveConfig(name="sopo", timestep_weight=1.0)
     nan_reward = PreferenceTerms(**TERMS, reward_l=t(math.nan, 0.1), beta_w=t(1.0, 1.0))
     assert math.isnan(objective_loss(cfg, nan_reward)[0].item())
     gated_off_nan = dict(TERMS, err_l_theta=t(math.nan, 0.3))
     loss, _ = objective_loss(cfg, PreferenceTerms(**gated_off_nan, reward_l=t(0.9, 0.9), beta_w=t(1.0, 1.0)))
     assert math.isnan(loss.item())
-    best, worst = best_and_worst(t(0.2, math.nan, 0.9).reshape(1, 3))
-    assert worst.item() == 1 and best.item() == 1
-
-
-def test_best_and_worst_ties_go_to_first_index():
-    best, worst = best_and_worst(t(0.3, 0.3, 0.8, 0.1, 0.5, 0.1).reshape(2, 3))
-    assert best.tolist() == [2, 1] and worst.tolist() == [0, 0]
 
 
 def test_pair_sources_cover_every_configurable_objective():
@@ -165,3 +157,34 @@ def test_validate_names_missing_and_misshaped_terms():
                        PreferenceTerms(err_w_theta=t(1.0), err_w_ref=t(1.0), err_l_theta=t(1.0)))
     with pytest.raises(ValueError, match=r"reward_l must be \[B\]"):
         objective_loss(ObjectiveConfig(name="offline_dpo"), PreferenceTerms(**TERMS, reward_l=t(0.1)))
+
+
+def test_the_dpo_scale_is_T_by_default_and_is_logged_with_the_logit():
+    terms = PreferenceTerms(**TERMS, reward_l=t(0.3, 0.6), beta_w=t(1.2, 1.7))
+    with pytest.raises(ValueError, match="num_timesteps"):
+        objective_loss(ObjectiveConfig(name="sopo", tau=0.45), terms)
+    loss, metrics = objective_loss(ObjectiveConfig(name="sopo", beta=1.5, tau=0.45), terms, num_timesteps=50)
+    # the hand-computed logits of test_sopo_matches_hand_computed_value_both_branches, at T * w_t = 50 instead of 2
+    logits = [1.38 * 25, -0.34 * 25]
+    assert loss.item() == pytest.approx((softplus(-logits[0]) + softplus(-logits[1])) / 2, rel=1e-9)
+    assert metrics["scale"] == 50.0
+    assert metrics["logit_mean"] == pytest.approx(sum(logits) / 2)
+    assert metrics["logit_std"] == pytest.approx(torch.tensor(logits).std().item())
+    assert metrics["sigmoid_mean"] == pytest.approx(sum(1 / (1 + math.exp(-z)) for z in logits) / 2)
+    assert metrics["err_change_w"] == pytest.approx((-0.2 + 0.1) / 2)     # L^w: policy minus reference error
+    assert metrics["err_change_l"] == pytest.approx((0.3 - 0.1) / 2)
+    assert ObjectiveConfig(timestep_weight=7.0).timestep_weight == 7.0
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "T50", "t"])
+def test_bad_dpo_scales_are_refused(bad):
+    with pytest.raises(ValueError, match="timestep_weight"):
+        ObjectiveConfig(timestep_weight=bad)
+
+
+def test_tau_gate_and_tau_quantile_exclude_each_other():
+    with pytest.raises(ValueError, match="at most one"):
+        ObjectiveConfig(tau_gate=0.3, tau_quantile=0.2)
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError):
+            ObjectiveConfig(tau_gate=bad)

@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 import yaml
 from ray.exceptions import GetTimeoutError, RayActorError
@@ -48,7 +47,6 @@ from sopo_ray.distributed.rollout import RolloutWorker
 from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.distributed.storage import RunStorage, local_copy
 from sopo_ray.errors import CheckpointError, ConfigError
-from sopo_ray.objectives import resolve_tau
 from sopo_ray.tracking import MetricsWriter
 
 ONLINE = ("sopo", "online_dpo")
@@ -191,18 +189,18 @@ class Driver:
         self.console.print(f"resuming from {folder} (step {learner['step']}, version {learner['version']})")
 
     def _resolve_tau(self, art: artifacts.Artifacts) -> float:
-        """objective.tau, or its quantile of r(x^w, c) over (up to 512) train pairs when tau_quantile is set."""
-        o = self.cfg.objective
-        if o.tau_quantile is None:
-            return o.tau
-        from sopo_ray.reward.tmr import reward_from_payload
+        """objective.tau, or its calibration from the train pairs or the base policy's groups (`calibrate_tau`)."""
+        from sopo_ray.algorithm import calibrate_tau
+        from sopo_ray.models.generator import generator_from_payload
+        from sopo_ray.reward.oracle import rollout_reward
 
-        reward = reward_from_payload(art.reward_payload)
-        rng = np.random.default_rng(self.cfg.seed)
-        idx = rng.choice(len(art.train), min(512, len(art.train)), replace=False)
-        captions = [art.train.captions[i][0] for i in idx]
-        scores = reward.score(art.train.features[idx], art.train.lengths[idx], captions)
-        return resolve_tau(o, scores)
+        o = self.cfg.objective
+        if o.tau_quantile is None and o.tau_gate is None:
+            return o.tau
+        reward = rollout_reward(self.cfg.reward.kind, art.reward_payload, art.train)
+        tau = calibrate_tau(self.cfg, generator_from_payload(art.base_payload).eval(), reward, art.train)
+        self.console.print(f"tau calibrated to {tau:.4f}")
+        return tau
 
     def _start_pool(self) -> None:
         args = (self.base_ref, self.reward_ref, self.train_ref, self.queue, self.store, self.objective != "sopo",

@@ -69,6 +69,9 @@ class RolloutGroup:
     """Name of the rollout worker that sampled it."""
     x_best: np.ndarray | None = None
     """[length, D] highest-reward sample, kept only when the objective prefers it (online/offline DPO)."""
+    oracle: np.ndarray | None = None
+    """[K] caption-oracle score of every sample (embedded data only): diagnostics of the reward's ranking on the
+    policy's own samples, never used by the loss."""
 
     @property
     def k(self) -> int:
@@ -95,8 +98,8 @@ class RolloutGroup:
         k = self.rewards.shape[0] if self.rewards.ndim == 1 else -1
         if k < 2:
             raise ValueError(f"group {self.caption_id}: rewards must be [K] with K >= 2, got {self.rewards.shape}")
-        for name in ("sims_w", "seeds"):
-            if getattr(self, name).shape != (k,):
+        for name in ("sims_w", "seeds", "oracle"):
+            if getattr(self, name) is not None and getattr(self, name).shape != (k,):
                 raise ValueError(f"group {self.caption_id}: {name} must be [{k}], got {getattr(self, name).shape}")
         if self.length < 1:
             raise ValueError(f"group {self.caption_id}: length must be >= 1, got {self.length}")

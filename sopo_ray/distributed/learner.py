@@ -22,7 +22,6 @@ All randomness of step s on rank r comes from `derive_seed(seed, "learner", s, r
 
 from __future__ import annotations
 
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -34,72 +33,20 @@ import ray.train
 import ray.train.torch
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
 
+from sopo_ray.algorithm import PolicyErrors, preference_batch, timed, train_on_batch, trainable
 from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
 from sopo_ray.config import Config, config_to_dict
 from sopo_ray.distributed.group import caption_table
-from sopo_ray.distributed.rollout import load_text_cache
 from sopo_ray.distributed.seeds import derive_seed
-from sopo_ray.distributed.sources import CaptionSource, FixedPairSource, PreferenceBatch, QueueSource, collate, timed
+from sopo_ray.distributed.sources import CaptionSource, FixedPairSource, QueueSource
 from sopo_ray.distributed.storage import RunStorage, local_copy
 from sopo_ray.distributed.weights import call_with_timeout, fetch_weights, state_to_numpy
 from sopo_ray.errors import CheckpointError, ClusterError
-from sopo_ray.objectives import PreferenceTerms, objective_loss, preferred_weight
+from sopo_ray.models.text_encoder import load_text_cache
 
 LEARNER_FILE = "learner.pt"
 PIPELINE_FILE = "pipeline.pt"
-
-
-class PolicyErrors(nn.Module):
-    """The policy's denoising errors on x^w and x^l in one forward pass, so DDP sees one graph per step."""
-
-    def __init__(self, policy: nn.Module) -> None:
-        super().__init__()
-        self.policy = policy
-
-    def forward(self, x0_w: Tensor, mask_w: Tensor, x0_l: Tensor | None, mask_l: Tensor | None, t: Tensor,
-                noise: Tensor, text_emb: Tensor, keep_cond: Tensor) -> tuple[Tensor, Tensor | None]:
-        err_w = self.policy.denoise_error(x0_w, mask_w, t, noise, text_emb, keep_cond)
-        err_l = None if x0_l is None else self.policy.denoise_error(x0_l, mask_l, t, noise, text_emb, keep_cond)
-        return err_w, err_l
-
-
-def lr_at(step: int, cfg: Config) -> float:
-    """Linear warm-up to schedule.lr over warmup_steps, then cosine decay to 0 at total_steps."""
-    s = cfg.schedule
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    progress = (step - s.warmup_steps) / max(1, s.total_steps - s.warmup_steps)
-    return s.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def preference_terms(cfg: Config, model: nn.Module, policy: Any, reference: Any, batch: PreferenceBatch,
-                     gen: torch.Generator, device: torch.device | str) -> PreferenceTerms:
-    """Policy and reference errors at one shared (t, noise) per pair, plus r(x^l, c) and beta_w.
-
-    `model` is `PolicyErrors(policy)` (as Ray Train's `prepare_model` returns it, or bare in a plain loop);
-    `reference` the frozen base model. t, noise and the condition-dropout mask come from `gen` (CPU), so one seed
-    fixes the step.
-    """
-    text_emb = policy.encode_text(batch.captions)
-    with torch.no_grad():
-        x0_w, mask_w = reference.to_model_space(batch.x_w, batch.len_w)
-        x0_l, mask_l = (None, None) if batch.x_l is None else reference.to_model_space(batch.x_l, batch.len_l)
-    n = x0_w.shape[0]
-    t = torch.randint(0, policy.num_timesteps, (n,), generator=gen).to(device)
-    noise = torch.randn(x0_w.shape, generator=gen).to(device)
-    # As in pretraining, a fraction of pairs is trained unconditioned (same pairs for policy and reference),
-    # so the unconditional branch that classifier-free guidance subtracts moves with the conditional one.
-    keep = (torch.rand(n, generator=gen) >= cfg.model.cond_drop_prob).to(device)
-    err_w, err_l = model(x0_w, mask_w, x0_l, mask_l, t, noise, text_emb, keep)
-    if x0_l is None:
-        return PreferenceTerms(err_w_theta=err_w)
-    with torch.no_grad():
-        ref_w = reference.denoise_error(x0_w, mask_w, t, noise, text_emb, keep)
-        ref_l = reference.denoise_error(x0_l, mask_l, t, noise, text_emb, keep)
-    beta_w = preferred_weight(cfg.objective, batch.sims_w.to(device))
-    return PreferenceTerms(err_w, ref_w, err_l, ref_l, batch.reward_l.to(device), beta_w)
 
 
 class Learner:
@@ -122,11 +69,9 @@ class Learner:
         self.dataset = ray.get(setup["dataset"])
         self.policy = generator_from_payload(base).to(self.device).eval()
         self.reference = generator_from_payload(base).to(self.device).eval().requires_grad_(False)
-        self.policy.requires_grad_(False)
-        self.policy.denoiser.requires_grad_(True)
+        self.params = trainable(self.policy)
         self.model = ray.train.torch.prepare_model(PolicyErrors(self.policy),
                                                    parallel_strategy_kwargs={"find_unused_parameters": True})
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.schedule.lr,
                                            weight_decay=self.cfg.schedule.weight_decay)
         self.store, self.queue = setup["store"], setup["queue"]
@@ -159,30 +104,18 @@ class Learner:
             return None
         items, staleness, dropped = got
         t = timed(s, "wait", t0)
-        batch: PreferenceBatch = collate(cfg.objective.name, items, self.dataset.features, self.dataset.lengths,
-                                         staleness)
-        t = timed(s, "collate", t)
-        terms = self._terms(batch)
-        t = timed(s, "forward", t)
-        loss, loss_metrics = objective_loss(cfg.objective, terms, self.setup["tau"])
-        t = timed(s, "loss", t)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.schedule.grad_clip or float("inf"))
-        t = timed(s, "backward", t)
-        finite = not self._agree(not (torch.isfinite(loss) and torch.isfinite(grad_norm)))
+        batch = preference_batch(cfg.objective.name, items, self.dataset.features, self.dataset.lengths, staleness)
+        timed(s, "collate", t)
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "learner", self.step, self.rank))
+        finite, metrics = train_on_batch(cfg, self.step, self.model, self.policy, self.reference, self.optimizer,
+                                         self.params, batch, gen, self.device, self.setup["tau"], s, self._agree)
         if finite:
-            lr = lr_at(self.step, cfg)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            self.optimizer.step()
             self.step += 1
             self.health["nonfinite_in_row"] = 0
         else:
-            self.optimizer.zero_grad(set_to_none=True)
             self.health["nonfinite_skipped"] += 1
             self.health["nonfinite_in_row"] += 1
-        t = timed(s, "update", t)
+        t = time.perf_counter()
         if finite and self.step % cfg.schedule.sync_interval == 0:
             self.version += 1
             try:
@@ -192,23 +125,13 @@ class Learner:
         timed(s, "publish", t)
         self.wait_s += s["wait"]
         self.busy_s += sum(v for k, v in s.items() if k != "wait")
-        record = {"step": self.step, "version": self.version, "skipped": not finite,
-                  **{f"loss/{k}": v for k, v in loss_metrics.items()},
-                  "loss/grad_norm": float(grad_norm), "loss/lr": self.optimizer.param_groups[0]["lr"],
-                  "reward/x_l": float(batch.reward_l.mean()) if batch.reward_l is not None else None,
-                  "reward/mean": batch.reward_mean, "reward/best": batch.reward_best,
-                  "health/staleness": list(batch.staleness),
-                  "health/learner_idle_frac": s["wait"] / max(sum(s.values()), 1e-9),
-                  "health/learner_idle_frac_total": self.wait_s / max(self.wait_s + self.busy_s, 1e-9),
-                  **{f"health/{k}": v for k, v in self.health.items()},
-                  **{f"queue/dropped_while_waiting_{k}": v for k, v in dropped.items()},
-                  **{f"timing/{k}_s": v for k, v in s.items()}}
-        return record
-
-    def _terms(self, batch: PreferenceBatch) -> PreferenceTerms:
-        """This rank's `preference_terms` for the current step (its own seeded t, noise and condition dropout)."""
-        gen = torch.Generator().manual_seed(derive_seed(self.cfg.seed, "learner", self.step, self.rank))
-        return preference_terms(self.cfg, self.model, self.policy, self.reference, batch, gen, self.device)
+        return {"step": self.step, "version": self.version, "skipped": not finite, **metrics,
+                **batch.group_metrics, "health/staleness": list(batch.staleness),
+                "health/learner_idle_frac": s["wait"] / max(sum(s.values()), 1e-9),
+                "health/learner_idle_frac_total": self.wait_s / max(self.wait_s + self.busy_s, 1e-9),
+                **{f"health/{k}": v for k, v in self.health.items()},
+                **{f"queue/dropped_while_waiting_{k}": v for k, v in dropped.items()},
+                **{f"timing/{k}_s": v for k, v in s.items()}}
 
     # ------------------------------------------------------------------------------------------------
     # Loop, stop, publish

@@ -14,62 +14,13 @@ import time
 from collections import Counter
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 
-from sopo_ray.distributed.group import CaptionRef, RolloutGroup, caption_table
-from sopo_ray.distributed.seeds import sample_seeds
+from sopo_ray.algorithm import sample_groups
+from sopo_ray.distributed.group import RolloutGroup, caption_table
 from sopo_ray.distributed.weights import call_with_timeout, fetch_weights, load_numpy_state
-
-
-def load_text_cache(cfg: Any) -> int:
-    """Preload the caption-embedding cache pretraining wrote under `cfg.workdir` (if this node can see it), so
-    rollouts and learner steps do not run the sentence encoder on captions it has embedded before."""
-    from sopo_ray.models.text_encoder import get_text_encoder, text_cache_path
-
-    path = text_cache_path(cfg.workdir, cfg.model.text_encoder)
-    return get_text_encoder(cfg.model.text_encoder).load_cache(path) if path.is_file() else 0
-
-
-@torch.no_grad()
-def sample_groups(policy: Any, reward: Any, features: np.ndarray, lengths: np.ndarray, refs: list[CaptionRef],
-                  *, version: int, k: int, steps: int, guidance: float, run_seed: int, keep_best: bool,
-                  positions: list[int] | None = None, ticket: int = -1, worker: str = "") -> list[RolloutGroup]:
-    """Sample K motions for each caption in `refs` with `policy`, score them, and reduce each to a RolloutGroup.
-
-    `features` [N, T, D] / `lengths` [N]: the split the captions index (x^w is `features[ref.motion_index]`).
-    Every sample's noise comes only from `sample_seeds(run_seed, caption_id, k, version)`, so the result does not
-    depend on the worker, the batch or the timing.
-    """
-    n = len(refs)
-    motion_idx = np.array([r.motion_index for r in refs], dtype=np.int64)
-    lens = np.repeat(np.asarray(lengths)[motion_idx].astype(np.int64), k)            # [n*K]
-    captions = [r.text for r in refs for _ in range(k)]                              # [n*K]
-    seeds = [s for r in refs for s in sample_seeds(run_seed, r.caption_id, k, version)]
-    text_emb = policy.encode_text([r.text for r in refs]).repeat_interleave(k, dim=0)
-    samples = policy.sample(text_emb, torch.from_numpy(lens), seeds, steps=steps, guidance=guidance)
-    samples = samples.detach().cpu().float()                                         # [n*K, T, D]
-    t_max = samples.shape[1]
-    x_w = torch.from_numpy(np.array(features[np.repeat(motion_idx, k), :t_max], dtype=np.float32))
-    rewards = reward.score(samples, lens, captions).float().cpu().reshape(n, k).numpy()
-    sims = reward.motion_similarity(x_w, lens, samples, lens).float().cpu().reshape(n, k).numpy()
-    samples_np = samples.numpy().reshape(n, k, t_max, -1)
-    created = time.time()
-    groups = []
-    for i, ref in enumerate(refs):
-        length = int(lens[i * k])
-        finite = np.where(np.isfinite(rewards[i]), rewards[i], np.inf)
-        loser, winner = int(np.argmin(finite)), int(np.argmax(np.where(np.isfinite(rewards[i]), rewards[i], -np.inf)))
-        groups.append(RolloutGroup(
-            caption_id=ref.caption_id, caption=ref.text, motion_index=ref.motion_index, length=length,
-            x_l=np.ascontiguousarray(samples_np[i, loser, :length]), rewards=rewards[i].astype(np.float32),
-            sims_w=sims[i].astype(np.float32), loser=loser, winner=winner, policy_version=version,
-            seeds=np.asarray(seeds[i * k:(i + 1) * k], dtype=np.int64), created_at=created, ticket=ticket,
-            position=positions[i] if positions is not None else -1, worker=worker,
-            x_best=np.ascontiguousarray(samples_np[i, winner, :length]) if keep_best else None,
-        ).validate())
-    return groups
+from sopo_ray.models.text_encoder import load_text_cache
 
 
 class RolloutWorker:
@@ -82,7 +33,7 @@ class RolloutWorker:
     def __init__(self, name: str, cfg: Any, base_payload: dict, reward_payload: dict, dataset: Any, queue: Any,
                  store: Any, keep_best: bool, use_gpu: bool = False) -> None:
         from sopo_ray.models.generator import generator_from_payload
-        from sopo_ray.reward.tmr import reward_from_payload
+        from sopo_ray.reward.oracle import rollout_reward
 
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
@@ -90,8 +41,8 @@ class RolloutWorker:
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.name, self.cfg, self.queue, self.store, self.keep_best = name, cfg, queue, store, keep_best
         self.policy = generator_from_payload(base_payload).to(device).eval()
-        self.reward = reward_from_payload(reward_payload).to(device).eval()
-        self.features, self.lengths = dataset.features, dataset.lengths
+        self.reward = rollout_reward(cfg.reward.kind, reward_payload, dataset).to(device).eval()
+        self.features, self.lengths, self.params = dataset.features, dataset.lengths, dataset.params
         self.table = caption_table(dataset.motion_ids, dataset.captions)
         self.version = -1
         self.node = ray.get_runtime_context().get_node_id()
@@ -126,7 +77,8 @@ class RolloutWorker:
         return sample_groups(self.policy, self.reward, self.features, self.lengths,
                              [self.table[i] for i in caption_indices], version=version, k=o.k,
                              steps=d.rollout_sample_steps, guidance=d.guidance_scale, run_seed=self.cfg.seed,
-                             keep_best=self.keep_best, positions=positions, ticket=ticket, worker=self.name)
+                             keep_best=self.keep_best, positions=positions, ticket=ticket, worker=self.name,
+                             params=self.params)
 
     def run(self) -> dict[str, Any]:
         """Serve tickets until the queue closes; returns the final stats."""

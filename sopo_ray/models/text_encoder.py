@@ -15,7 +15,7 @@ import threading
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -158,3 +158,10 @@ def get_text_encoder(name: str = "minilm") -> CachedTextEncoder:
 def text_cache_path(workdir: str | Path, name: str) -> Path:
     """Where the on-disk caption-embedding cache of encoder `name` lives: {workdir}/cache/text_{name}.pt."""
     return Path(workdir) / "cache" / f"text_{name}.pt"
+
+
+def load_text_cache(cfg: Any) -> int:
+    """Preload the caption-embedding cache pretraining wrote under `cfg.workdir` (if this node can see it), so
+    rollouts and learner steps do not run the sentence encoder on captions it has embedded before."""
+    path = text_cache_path(cfg.workdir, cfg.model.text_encoder)
+    return get_text_encoder(cfg.model.text_encoder).load_cache(path) if path.is_file() else 0

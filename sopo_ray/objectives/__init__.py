@@ -3,16 +3,25 @@
 The learner calls `objective_loss(cfg, PreferenceTerms(...))`; `pair_sources(name)` says which samples to use.
 """
 
-from sopo_ray.objectives.baselines import best_and_worst, sft_loss
-from sopo_ray.objectives.diffusion_dpo import diffusion_dpo_loss, dpo_difference, implicit_reward
+from sopo_ray.objectives.baselines import sft_loss
+from sopo_ray.objectives.diffusion_dpo import diffusion_dpo_logit, diffusion_dpo_loss, dpo_difference, implicit_reward
 from sopo_ray.objectives.loss import PreferenceTerms, objective_loss, pair_sources
-from sopo_ray.objectives.sopo import below_tau, preferred_weight, resolve_tau, sopo_loss, tau_from_quantile
+from sopo_ray.objectives.sopo import (
+    below_tau,
+    dpo_scale,
+    preferred_weight,
+    resolve_tau,
+    sopo_logit,
+    sopo_loss,
+    tau_from_quantile,
+)
 
 __all__ = [
     "PreferenceTerms",
     "below_tau",
-    "best_and_worst",
+    "diffusion_dpo_logit",
     "diffusion_dpo_loss",
+    "dpo_scale",
     "dpo_difference",
     "implicit_reward",
     "objective_loss",
@@ -20,6 +29,7 @@ __all__ = [
     "preferred_weight",
     "resolve_tau",
     "sft_loss",
+    "sopo_logit",
     "sopo_loss",
     "tau_from_quantile",
 ]

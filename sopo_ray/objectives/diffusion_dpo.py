@@ -32,14 +32,19 @@ def implicit_reward(diff: Tensor, scale: float | Tensor) -> Tensor:
     return -scale * diff
 
 
-def diffusion_dpo_loss(diff_w: Tensor, diff_l: Tensor, beta: float, timestep_weight: float) -> Tensor:
-    """Per-sample Diffusion-DPO loss -log sigmoid(-T * w_t * beta * (L^w - L^l)) ([B]); App. Eq. S27.
+def diffusion_dpo_logit(diff_w: Tensor, diff_l: Tensor, beta: float, scale: float) -> Tensor:
+    """The Diffusion-DPO logit -T * w_t * beta * (L^w - L^l) per sample ([B]); App. Eq. S27.
 
-    `diff_w`, `diff_l` are `dpo_difference` of the preferred and unpreferred sample (same t and noise);
-    `timestep_weight` is T * w_t folded into one constant. This is the loss of both DPO baselines; they differ
-    only in where x^w and x^l come from (`sopo_ray.objectives.loss.pair_sources`).
+    `diff_w`, `diff_l` are `dpo_difference` of the preferred and unpreferred sample (same t and noise); `scale` is
+    T * w_t (`sopo.dpo_scale`).
     """
-    return -F.logsigmoid(-timestep_weight * beta * (diff_w - diff_l))
+    return -scale * beta * (diff_w - diff_l)
+
+
+def diffusion_dpo_loss(diff_w: Tensor, diff_l: Tensor, beta: float, scale: float) -> Tensor:
+    """Per-sample Diffusion-DPO loss -log sigmoid(`diffusion_dpo_logit`) ([B]). This is the loss of both DPO
+    baselines; they differ only in where x^w and x^l come from (`sopo_ray.objectives.loss.pair_sources`)."""
+    return -F.logsigmoid(diffusion_dpo_logit(diff_w, diff_l, beta, scale))
 
 
 def pair_accuracy(diff_w: Tensor, diff_l: Tensor) -> Tensor:

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from sopo_ray.config import ObjectiveConfig
 from sopo_ray.objectives.baselines import sft_loss
-from sopo_ray.objectives.diffusion_dpo import diffusion_dpo_loss, dpo_difference, implicit_reward, pair_accuracy
-from sopo_ray.objectives.sopo import below_tau, sopo_loss
+from sopo_ray.objectives.diffusion_dpo import diffusion_dpo_logit, dpo_difference, implicit_reward, pair_accuracy
+from sopo_ray.objectives.sopo import below_tau, dpo_scale, sopo_logit
 
-ObjectiveName = Literal["sopo", "online_dpo", "offline_dpo", "sft"]
 PreferredSource = Literal["dataset", "best_sample", "offline_pair"]
 UnpreferredSource = Literal["worst_sample", "offline_pair"]
 
@@ -81,44 +81,56 @@ class PreferenceTerms:
 
 
 def objective_loss(cfg: ObjectiveConfig, terms: PreferenceTerms, tau: float | None = None,
-                   ) -> tuple[Tensor, dict[str, float]]:
+                   num_timesteps: int | None = None) -> tuple[Tensor, dict[str, float]]:
     """Mean loss of objective `cfg.name` over the batch, and its metrics.
 
-    `tau` is the resolved threshold (`sopo.resolve_tau`, needed when `cfg.tau_quantile` is set); default `cfg.tau`.
-    Metrics: `loss`; `frac_below_tau` (fraction of groups with r(x^l, c) < tau); `reward_w`, `reward_l` (mean
-    implicit rewards -T w_t beta L(theta, ref, x)); `reward_margin` (their mean difference); `accuracy` (fraction
-    with implicit reward of x^w above x^l); `beta_w` (mean preferred weight). A metric is present when its inputs
-    are. Non-finite values are not masked: a NaN input gives a NaN loss for the trainer to count and skip.
+    `tau` is the resolved threshold (`sopo.resolve_tau`, needed when `cfg.tau_quantile` or `cfg.tau_gate` is set);
+    default `cfg.tau`. `num_timesteps` is T, needed when `cfg.timestep_weight` is "T" (`sopo.dpo_scale`).
+    Metrics: `loss`; for the DPO-shaped objectives `logit_mean`, `logit_std` and `sigmoid_mean` of the logit inside
+    -log sigmoid (near 0 / 0.5 the loss is linear: weighted SFT plus an unbounded push on x^l), `scale` (T * w_t);
+    `err_change_w`, `err_change_l` (mean L(theta, ref, x) on x^w and x^l: policy minus reference error, negative
+    when the policy explains the motion better than the reference); `reward_w`, `reward_l` (mean implicit
+    rewards -T w_t beta L) and `reward_margin`; `accuracy` (fraction with L^w < L^l); `frac_below_tau` (fraction of
+    groups with r(x^l, c) < tau, SoPo's gate); `beta_w`. A metric is present when its inputs are. Non-finite values
+    are not masked: a NaN input gives a NaN loss for the trainer to count and skip.
     """
     name = cfg.name
     terms.validate(name)
     if tau is None:
-        if cfg.tau_quantile is not None:
-            raise ValueError("objective.tau_quantile is set: pass the resolved tau (sopo.resolve_tau)")
+        if cfg.tau_quantile is not None or cfg.tau_gate is not None:
+            raise ValueError("objective.tau_quantile/tau_gate is set: pass the resolved tau (sopo.resolve_tau)")
         tau = cfg.tau
-    scale = cfg.timestep_weight * cfg.beta
     diff_w = dpo_difference(terms.err_w_theta, terms.err_w_ref) if terms.err_w_ref is not None else None
     diff_l = None
     if terms.err_l_theta is not None and terms.err_l_ref is not None:
         diff_l = dpo_difference(terms.err_l_theta, terms.err_l_ref)
 
+    logit = None
     if name == "sft":
-        per_sample = sft_loss(terms.err_w_theta)
-    elif name == "sopo":
-        per_sample = sopo_loss(diff_w, diff_l, terms.reward_l, terms.beta_w, cfg.beta, tau, cfg.timestep_weight)
+        loss = sft_loss(terms.err_w_theta).mean()
     else:
-        per_sample = diffusion_dpo_loss(diff_w, diff_l, cfg.beta, cfg.timestep_weight)
-    loss = per_sample.mean()
+        scale = dpo_scale(cfg, num_timesteps)
+        if name == "sopo":
+            logit = sopo_logit(diff_w, diff_l, terms.reward_l, terms.beta_w, cfg.beta, tau, scale)
+        else:
+            logit = diffusion_dpo_logit(diff_w, diff_l, cfg.beta, scale)
+        loss = -F.logsigmoid(logit).mean()
 
     metrics: dict[str, float] = {"loss": float(loss.detach())}
     with torch.no_grad():
+        if logit is not None:
+            metrics.update(logit_mean=float(logit.mean()), logit_std=float(logit.std()) if len(logit) > 1 else 0.0,
+                           sigmoid_mean=float(torch.sigmoid(logit).mean()), scale=scale)
         if terms.reward_l is not None:
             metrics["frac_below_tau"] = float(below_tau(terms.reward_l, tau).mean())
             metrics["tau"] = float(tau)
+        implicit_scale = (metrics.get("scale", 1.0)) * cfg.beta
         if diff_w is not None:
-            metrics["reward_w"] = float(implicit_reward(diff_w, scale).mean())
+            metrics["err_change_w"] = float(diff_w.mean())
+            metrics["reward_w"] = float(implicit_reward(diff_w, implicit_scale).mean())
         if diff_l is not None:
-            metrics["reward_l"] = float(implicit_reward(diff_l, scale).mean())
+            metrics["err_change_l"] = float(diff_l.mean())
+            metrics["reward_l"] = float(implicit_reward(diff_l, implicit_scale).mean())
         if diff_w is not None and diff_l is not None:
             metrics["reward_margin"] = metrics["reward_w"] - metrics["reward_l"]
             metrics["accuracy"] = float(pair_accuracy(diff_w, diff_l))

@@ -36,17 +36,33 @@ def below_tau(reward_l: Tensor, tau: float) -> Tensor:
     return torch.where(torch.isfinite(reward_l), gate, torch.full_like(gate, float("nan")))
 
 
-def sopo_loss(diff_w: Tensor, diff_l: Tensor, reward_l: Tensor, beta_w: Tensor, beta: float, tau: float,
-              timestep_weight: float) -> Tensor:
-    """Per-sample SoPo loss of paper Eq. 17 ([B]); beta_w scales only the x^w term (see module docstring).
+def sopo_logit(diff_w: Tensor, diff_l: Tensor, reward_l: Tensor, beta_w: Tensor, beta: float, tau: float,
+               scale: float) -> Tensor:
+    """The argument of log sigmoid in paper Eq. 17 per sample ([B]): -T w_t (beta_w L^w - m beta L^l).
 
     `diff_w`, `diff_l`: L(theta, ref, x_t) of x^w and x^l; `reward_l`: r(x^l, c); `beta_w`: per-sample preferred
-    weight (`preferred_weight`); `timestep_weight`: T * w_t. The gate multiplies (not selects) the x^l term, so a
-    NaN in either term still makes the loss NaN, as it should.
+    weight (`preferred_weight`); `scale`: T * w_t (`dpo_scale`). The gate m multiplies (not selects) the x^l term,
+    so a NaN in either term still makes the logit NaN, as it should. beta_w scales only the x^w term (see the
+    module docstring).
     """
     gate = below_tau(reward_l, tau)
-    logit = -timestep_weight * (beta_w.detach() * diff_w - gate * beta * diff_l)
-    return -F.logsigmoid(logit)
+    return -scale * (beta_w.detach() * diff_w - gate * beta * diff_l)
+
+
+def sopo_loss(diff_w: Tensor, diff_l: Tensor, reward_l: Tensor, beta_w: Tensor, beta: float, tau: float,
+              scale: float) -> Tensor:
+    """Per-sample SoPo loss of paper Eq. 17 ([B]): -log sigmoid(`sopo_logit`)."""
+    return -F.logsigmoid(sopo_logit(diff_w, diff_l, reward_l, beta_w, beta, tau, scale))
+
+
+def dpo_scale(cfg: ObjectiveConfig, num_timesteps: int | None) -> float:
+    """T * w_t in front of the DPO logit (Eq. 17, App. Eq. S27): `num_timesteps` (w_t = 1, Diffusion-DPO's constant
+    weighting) when `cfg.timestep_weight` is "T", else the number configured (1 = the released code)."""
+    if cfg.timestep_weight != "T":
+        return float(cfg.timestep_weight)
+    if num_timesteps is None:
+        raise ValueError('objective.timestep_weight is "T": pass the model\'s num_timesteps')
+    return float(num_timesteps)
 
 
 def preferred_weight(cfg: ObjectiveConfig, sim_to_samples: Tensor) -> Tensor:
@@ -80,11 +96,19 @@ def tau_from_quantile(rewards: Tensor | np.ndarray, q: float) -> float:
     return float(torch.quantile(values, q))
 
 
-def resolve_tau(cfg: ObjectiveConfig, dataset_rewards: Tensor | np.ndarray | None = None) -> float:
-    """The threshold a run uses: `cfg.tau`, or `tau_from_quantile(dataset_rewards, cfg.tau_quantile)` if set."""
-    if cfg.tau_quantile is None:
-        return cfg.tau
-    if dataset_rewards is None:
-        raise ConfigError("objective.tau_quantile is set but no dataset rewards were scored; "
-                          "score r(x^w, c) on the train pairs or unset objective.tau_quantile")
-    return tau_from_quantile(dataset_rewards, cfg.tau_quantile)
+def resolve_tau(cfg: ObjectiveConfig, dataset_rewards: Tensor | np.ndarray | None = None,
+                worst_rewards: Tensor | np.ndarray | None = None) -> float:
+    """The threshold a run uses: `cfg.tau`; or `tau_from_quantile(dataset_rewards, cfg.tau_quantile)` (a quantile
+    of r(x^w, c) on the dataset's pairs); or, with `cfg.tau_gate`, the tau_gate-quantile of `worst_rewards`, the
+    min_k r of the base policy's groups, so that this fraction of them gates x^l on."""
+    if cfg.tau_quantile is not None:
+        if dataset_rewards is None:
+            raise ConfigError("objective.tau_quantile is set but no dataset rewards were scored; "
+                              "score r(x^w, c) on the train pairs or unset objective.tau_quantile")
+        return tau_from_quantile(dataset_rewards, cfg.tau_quantile)
+    if cfg.tau_gate is not None:
+        if worst_rewards is None:
+            raise ConfigError("objective.tau_gate is set but no policy groups were scored; sample groups with the "
+                              "base model or unset objective.tau_gate")
+        return tau_from_quantile(worst_rewards, cfg.tau_gate)
+    return cfg.tau

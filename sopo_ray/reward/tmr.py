@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from sopo_ray.checkpoint import load_checkpoint
 from sopo_ray.errors import CheckpointError
 from sopo_ray.models.text_encoder import get_text_encoder, text_encoder_dim
+from sopo_ray.motion.features import root_trajectory
 
 KIND = "reward"
 
@@ -60,6 +61,18 @@ def sinusoidal_positions(length: int, dim: int, device: torch.device) -> Tensor:
     table[:, 0::2] = torch.sin(pos * freq)
     table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
     return table
+
+
+TRAJECTORY_DIMS = 4
+"""sin and cos of the heading, and the root's x and z (in 2 m units), all in the clip's start frame."""
+
+
+def trajectory_channels(features: Tensor) -> Tensor:
+    """`[B, T, 4]` global trajectory of un-normalised features: where the body is and which way it faces, relative
+    to frame 0. The 263 features hold it only as per-frame velocities; turned angles, in-place vs travelling and
+    kept facing are sums over time, which these channels state directly."""
+    heading, root = root_trajectory(features)
+    return torch.stack([heading.sin(), heading.cos(), root[..., 0] / 2.0, root[..., 2] / 2.0], dim=-1)
 
 
 class MotionEncoder(nn.Module):
@@ -117,7 +130,7 @@ class TMRReward(nn.Module):
 
     def __init__(self, mean: np.ndarray | Tensor, std: np.ndarray | Tensor, latent_dim: int = 128,
                  num_layers: int = 2, num_heads: int = 4, ff_dim: int | None = None, dropout: float = 0.1,
-                 frames_per_token: int = 1, text_encoder: str = "minilm") -> None:
+                 frames_per_token: int = 1, text_encoder: str = "minilm", trajectory: bool = False) -> None:
         super().__init__()
         mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
         std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
@@ -129,9 +142,11 @@ class TMRReward(nn.Module):
         self.arch: dict[str, Any] = {
             "feature_dim": int(mean_t.numel()), "latent_dim": latent_dim, "num_layers": num_layers,
             "num_heads": num_heads, "ff_dim": ff_dim or 4 * latent_dim, "dropout": dropout,
-            "frames_per_token": frames_per_token, "text_encoder": text_encoder,
+            "frames_per_token": frames_per_token, "text_encoder": text_encoder, "trajectory": trajectory,
         }
-        self.motion_encoder = MotionEncoder(int(mean_t.numel()), latent_dim, num_layers, num_heads,
+        self.trajectory = trajectory
+        extra = TRAJECTORY_DIMS if trajectory else 0
+        self.motion_encoder = MotionEncoder(int(mean_t.numel()) + extra, latent_dim, num_layers, num_heads,
                                             ff_dim or 4 * latent_dim, dropout, frames_per_token)
         self.text_head = TextHead(text_encoder_dim(text_encoder), latent_dim, dropout)
 
@@ -153,7 +168,10 @@ class TMRReward(nn.Module):
         if x.shape[-1] != self.feature_dim:
             raise ValueError(f"reward model expects {self.feature_dim}-dim features, got {x.shape[-1]}")
         mask = valid_mask(n, x.shape[1])
-        return F.normalize(self.motion_encoder(self.normalize(x, mask), mask), dim=-1)
+        h = self.normalize(x, mask)
+        if self.trajectory:
+            h = torch.cat([h, trajectory_channels(torch.where(mask[..., None], x, 0.0)) * mask[..., None]], dim=-1)
+        return F.normalize(self.motion_encoder(h, mask), dim=-1)
 
     def sentence_embeddings(self, captions: list[str]) -> Tensor:
         """The frozen encoder's embeddings `[B, E]` (cached per caption by the encoder)."""
@@ -169,8 +187,9 @@ class TMRReward(nn.Module):
 
     @torch.no_grad()
     def score(self, features: Tensor | np.ndarray, lengths: Tensor | np.ndarray | list[int],
-              captions: list[str]) -> Tensor:
-        """The reward r(x, c) = (cos(z_text, z_motion) + 1) / 2 in [0, 1], shape `[B]`."""
+              captions: list[str], motion_index: Any = None) -> Tensor:
+        """The reward r(x, c) = (cos(z_text, z_motion) + 1) / 2 in [0, 1], shape `[B]`. `motion_index` (which
+        dataset motion each caption belongs to) is what the oracle control reads; a learned reward ignores it."""
         if len(captions) != len(features):
             raise ValueError(f"got {len(features)} motions but {len(captions)} captions")
         z_m = self.encode_motion(features, lengths)
