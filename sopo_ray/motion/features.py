@@ -88,6 +88,13 @@ def _root_rotation_and_position(features: Array) -> tuple[Array, Array]:
     return root_quat, root_pos
 
 
+def root_trajectory(features: Array) -> tuple[Array, Array]:
+    """(heading [..., T] in radians, root position [..., T, 3]) of each frame in the clip's start frame: frame 0 at
+    the origin facing +z, integrated from the root velocities (numpy or torch)."""
+    root_quat, root_pos = _root_rotation_and_position(features)
+    return 2.0 * backend(features).arctan2(root_quat[..., 2], root_quat[..., 0]), root_pos
+
+
 def _as_computed(features: Array) -> Array:
     """Numpy inputs are computed in float64 (returned in their own float dtype); torch keeps its dtype."""
     if backend(features) is np:

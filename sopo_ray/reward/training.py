@@ -1,4 +1,4 @@
-"""Training the TMR-style reward model: symmetric InfoNCE with near-duplicate negatives filtered.
+"""Training the TMR-style reward model: symmetric InfoNCE with hard negatives (`reward.hard_negatives`).
 
 `train_reward(cfg)` is what `sopo reward train` runs: train split only for the weights and the normaliser,
 val split for text-to-motion retrieval (R@1/R@5, reported in the checkpoint and the metrics file).
@@ -18,6 +18,8 @@ from torch import Tensor
 from sopo_ray.config import Config, RewardConfig
 from sopo_ray.data.store import MotionDataset
 from sopo_ray.models.text_encoder import get_text_encoder
+from sopo_ray.motion.mirror import mirror_caption, mirror_features
+from sopo_ray.reward.hard_negatives import counterfactuals
 from sopo_ray.reward.tmr import KIND, TMRReward
 from sopo_ray.tracking import MetricsWriter, fit_and_save
 
@@ -44,20 +46,32 @@ def feature_statistics(features: np.ndarray, lengths: np.ndarray, min_std: float
     return mean.astype(np.float32), np.where(std < min_std, 1.0, std).astype(np.float32)
 
 
-def contrastive_loss(z_text: Tensor, z_motion: Tensor, sentence_emb: Tensor, temperature: float,
-                     negative_filter: float) -> Tensor:
+def contrastive_loss(z_text: Tensor, z_motion: Tensor, same_text: Tensor, temperature: float,
+                     sentence_emb: Tensor | None = None, negative_filter: float = 1.0, z_hard: Tensor | None = None,
+                     hard_valid: Tensor | None = None) -> Tensor:
     """Symmetric InfoNCE over a batch of unit vectors `[B, d]` (row i of each is a positive pair).
 
-    Off-diagonal pairs whose captions are near-duplicates, text similarity (cos + 1) / 2 of the frozen sentence
-    embeddings above `negative_filter`, are not used as negatives (their logits are removed), as TMR does.
+    Off-diagonal pairs with the same caption text (`same_text` [B, B], e.g. a motion and its mirror when the
+    caption names no side) are not negatives, and neither are pairs whose frozen sentence embeddings have
+    similarity (cos + 1) / 2 above `negative_filter` (TMR's near-duplicate filter; 1 switches it off).
+    `z_hard` [B, d] adds one extra negative caption per motion (a counterfactual of its own caption) to the
+    motion-to-text direction, where `hard_valid` [B] is true.
     """
     logits = z_text @ z_motion.T / temperature
-    sent = F.normalize(sentence_emb, dim=-1)
-    text_sim = (sent @ sent.T + 1.0) / 2.0
     eye = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
-    logits = logits.masked_fill((text_sim > negative_filter) & ~eye, float("-inf"))
+    not_negative = same_text & ~eye
+    if sentence_emb is not None and negative_filter < 1.0:
+        sent = F.normalize(sentence_emb, dim=-1)
+        not_negative |= ((sent @ sent.T + 1.0) / 2.0 > negative_filter) & ~eye
+    logits = logits.masked_fill(not_negative, float("-inf"))
     target = torch.arange(len(logits), device=logits.device)
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2.0
+    motion_to_text = logits.T
+    if z_hard is not None:
+        hard = (z_motion * z_hard).sum(-1, keepdim=True) / temperature
+        if hard_valid is not None:
+            hard = hard.masked_fill(~hard_valid[:, None], float("-inf"))
+        motion_to_text = torch.cat([motion_to_text, hard], dim=1)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(motion_to_text, target)) / 2.0
 
 
 def recall_at(sim: Tensor, ks: tuple[int, ...]) -> dict[int, float]:
@@ -101,6 +115,43 @@ def retrieval_metrics(model: TMRReward, dataset: MotionDataset, seed: int = 0) -
     return out
 
 
+class TrainingPairs:
+    """The reward's training pool: every train motion with its captions, optionally each beside its left-right
+    mirror with the mirrored captions, and the counterfactuals of every caption, all embedded once."""
+
+    def __init__(self, train: MotionDataset, rcfg: RewardConfig, encoder: str) -> None:
+        self.features, self.lengths = [train.features], train.lengths
+        captions = [list(c) for c in train.captions]
+        if rcfg.mirror:
+            self.features.append(mirror_features(train.features))
+            captions += [[mirror_caption(c) for c in caps] for caps in train.captions]
+        texts = sorted({c for caps in captions for c in caps})
+        hard = {c: counterfactuals(c) for c in texts} if rcfg.counterfactual_negatives else {}
+        self.texts = sorted(set(texts).union(*hard.values()))
+        self.table = get_text_encoder(encoder).encode(self.texts)
+        index = {c: i for i, c in enumerate(self.texts)}
+        self.caption_ids = [[index[c] for c in caps] for caps in captions]
+        self.hard_ids = {index[c]: [index[h] for h in hs] for c, hs in hard.items()}
+        self.n = len(train)
+
+    def batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, Tensor, Tensor | None]:
+        """(features [B, T, D], lengths [B], caption ids [B], counterfactual ids [B] or -1): random motions, and
+        with mirroring every motion next to its mirror (the hardest negative for a caption naming a side)."""
+        mirrored = len(self.features) == 2
+        picks = rng.choice(self.n, min(size // 2 if mirrored else size, self.n), replace=False)
+        items = [(0, i) for i in picks] + ([(1, i) for i in picks] if mirrored else [])
+        choice = rng.integers(0, 1 << 30, size=len(picks))
+        ids = [self.caption_ids[side * self.n + i][choice[k % len(picks)] % len(self.caption_ids[i])]
+               for k, (side, i) in enumerate(items)]
+        features = np.stack([self.features[side][i] for side, i in items])
+        lengths = np.array([self.lengths[i] for _, i in items])
+        hard = None
+        if self.hard_ids:
+            options = [self.hard_ids.get(c, []) for c in ids]
+            hard = torch.as_tensor([o[rng.integers(len(o))] if o else -1 for o in options])
+        return features, lengths, torch.as_tensor(ids), hard
+
+
 def fit_reward(train: MotionDataset, val: MotionDataset | None, rcfg: RewardConfig,
                log: MetricsWriter | None = None, progress: bool = True) -> tuple[TMRReward, dict[str, float]]:
     """Train a TMRReward on `train` (statistics included) and return it in eval mode with its last metrics."""
@@ -108,17 +159,13 @@ def fit_reward(train: MotionDataset, val: MotionDataset | None, rcfg: RewardConf
     rng = np.random.default_rng(rcfg.seed)
     mean, std = feature_statistics(train.features, train.lengths)
     model = TMRReward(mean, std, rcfg.latent_dim, rcfg.num_layers, rcfg.num_heads, dropout=rcfg.dropout,
-                      frames_per_token=rcfg.frames_per_token)
-    texts = sorted({c for caps in train.captions for c in caps})
-    table = get_text_encoder(model.text_encoder_name).encode(texts)
-    index = {c: i for i, c in enumerate(texts)}
-    caption_ids = [[index[c] for c in caps] for caps in train.captions]
+                      frames_per_token=rcfg.frames_per_token, trajectory=rcfg.trajectory)
+    pairs = TrainingPairs(train, rcfg, model.text_encoder_name)
 
     opt = torch.optim.AdamW(model.parameters(), lr=rcfg.lr, weight_decay=0.01)
     warmup = max(1, min(100, rcfg.steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
         1.0 + math.cos(math.pi * min(1.0, s / max(1, rcfg.steps)))))
-    batch = min(rcfg.batch_size, len(train))
     metrics: dict[str, float] = {}
     model.train()
     columns = (TextColumn("reward"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),
@@ -126,12 +173,13 @@ def fit_reward(train: MotionDataset, val: MotionDataset | None, rcfg: RewardConf
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("train", total=rcfg.steps, loss="-")
         for step in range(1, rcfg.steps + 1):
-            idx = rng.choice(len(train), batch, replace=False)
-            ids = torch.as_tensor([caption_ids[i][rng.integers(len(caption_ids[i]))] for i in idx])
-            sent = table[ids]
-            z_m = model.encode_motion(train.features[idx], train.lengths[idx])
+            features, lengths, ids, hard = pairs.batch(rng, rcfg.batch_size)
+            sent = pairs.table[ids]
+            z_m = model.encode_motion(features, lengths)
             z_t = model.encode_sentences(sent)
-            loss = contrastive_loss(z_t, z_m, sent, rcfg.temperature, rcfg.negative_filter)
+            z_hard = None if hard is None else model.encode_sentences(pairs.table[hard.clamp_min(0)])
+            loss = contrastive_loss(z_t, z_m, ids[:, None] == ids[None, :], rcfg.temperature, sent,
+                                    rcfg.negative_filter, z_hard, None if hard is None else hard >= 0)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

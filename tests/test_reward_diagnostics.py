@@ -1,0 +1,142 @@
+"""The reward's ranking of a policy's own samples (`sopo reward check`), the hard negatives it trains with, and
+the oracle control (`reward.kind: oracle`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sopo_ray.data.store import load_dataset
+from sopo_ray.reward.diagnostics import GroupScores, pairwise_agreement, ranking_figures
+from sopo_ray.reward.hard_negatives import counterfactuals
+from sopo_ray.reward.oracle import OracleReward, rollout_reward
+from sopo_ray.reward.tmr import TMRReward
+from sopo_ray.reward.training import TrainingPairs, contrastive_loss
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_pairwise_agreement_counts_only_pairs_the_oracle_tells_apart():
+    oracle = np.array([[1.0, 0.5, 0.5], [0.2, 0.2, 0.2]])
+    rewards = np.array([[0.9, 0.1, 0.3], [0.5, 0.1, 0.9]])
+    agree, pairs = pairwise_agreement(rewards, oracle)
+    # group 0: pairs (0,1) and (0,2) are informative, both ordered as the oracle; (1,2) is an oracle tie
+    assert agree.tolist() == [2.0, 0.0] and pairs.tolist() == [2.0, 0.0]
+    agree, pairs = pairwise_agreement(np.array([[0.4, 0.4, 0.9]]), np.array([[1.0, 0.0, 0.5]]))
+    assert agree.tolist() == [0.5 + 0.0 + 1.0] and pairs.tolist() == [3.0]   # a reward tie counts 1/2
+
+
+def test_ranking_figures_of_a_perfect_and_of_an_inverted_ranker():
+    rng = np.random.default_rng(0)
+    oracle = rng.uniform(size=(50, 4))
+    perfect = ranking_figures(GroupScores(oracle * 0.5 + 0.2, oracle, np.full(50, 0.9)), tau=0.3)
+    assert perfect["agreement"][0] == 1.0
+    assert perfect["oracle_reward_best"][0] == pytest.approx(perfect["oracle_best"][0])
+    assert perfect["best_of_k_gain"][0] > 0 and perfect["real_over_sample"] == 1.0
+    assert perfect["gate_rate"] == pytest.approx(float((oracle.min(1) * 0.5 + 0.2 < 0.3).mean()))
+    inverted = ranking_figures(GroupScores(-oracle, oracle, np.full(50, -2.0)), tau=0.3)
+    assert inverted["agreement"][0] == 0.0 and inverted["best_of_k_gain"][0] < 0
+    taus = perfect["tau_for_gate"]
+    assert taus["0.1"] < taus["0.3"] < taus["0.5"]
+    at_30 = ranking_figures(GroupScores(oracle * 0.5 + 0.2, oracle, np.full(50, 0.9)), tau=taus["0.3"] + 1e-9)
+    assert at_30["gate_rate"] == pytest.approx(0.3, abs=0.03)
+
+
+@pytest.mark.parametrize(("caption", "expected", "absent"), [
+    ("a person claps twice", {"a person claps once", "a person claps three times", "a person claps four times"},
+     set()),
+    ("someone walks forward slowly", {"someone walks backward slowly", "someone walks forward quickly"}, set()),
+    ("a man turns 90 degrees to the left", {"a man turns 180 degrees to the left",
+                                            "a man turns 90 degrees to the right"}, set()),
+    ("a person sits down", set(), {"a person sits down"}),
+])
+def test_counterfactuals_change_one_attribute_word(caption, expected, absent):
+    got = set(counterfactuals(caption))
+    assert expected <= got and not (absent & got) and caption not in got
+    assert all(len(c.split()) >= len(caption.split()) - 1 for c in got)
+
+
+def test_contrastive_loss_never_uses_the_same_caption_as_a_negative_and_counts_hard_negatives():
+    torch.manual_seed(0)
+    z_t = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    z_m = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    none = torch.zeros(4, 4, dtype=torch.bool)
+    same = none.clone()
+    same[0, 1] = same[1, 0] = True
+    z_m_same = z_m.clone()
+    z_m_same[1] = z_t[0]                        # motion 1 matches caption 0 perfectly: with the same text, fine
+    assert contrastive_loss(z_t, z_m_same, same, 0.1) < contrastive_loss(z_t, z_m_same, none, 0.1)
+    base = contrastive_loss(z_t, z_m, none, 0.1)
+    hard = contrastive_loss(z_t, z_m, none, 0.1, z_hard=z_m.clone(), hard_valid=torch.ones(4, dtype=torch.bool))
+    off = contrastive_loss(z_t, z_m, none, 0.1, z_hard=z_m.clone(), hard_valid=torch.zeros(4, dtype=torch.bool))
+    assert hard > base and off == pytest.approx(base.item())
+
+
+def test_training_pairs_put_each_motion_beside_its_mirror(tiny_dataset):
+    from sopo_ray.config import RewardConfig
+    from sopo_ray.motion.mirror import mirror_caption, mirror_features
+
+    train = load_dataset(tiny_dataset, "train")
+    pairs = TrainingPairs(train, RewardConfig(), "minilm")
+    features, lengths, ids, hard = pairs.batch(np.random.default_rng(0), 8)
+    half = len(ids) // 2
+    assert len(ids) == 8 and hard is not None and hard.shape == (8,)
+    np.testing.assert_allclose(features[half:], mirror_features(features[:half]), atol=1e-6)
+    np.testing.assert_array_equal(lengths[:half], lengths[half:])
+    for a, b, h in zip(ids[:half].tolist(), ids[half:].tolist(), hard[:half].tolist(), strict=True):
+        assert pairs.texts[b] == mirror_caption(pairs.texts[a])
+        assert h == -1 or pairs.texts[h] in counterfactuals(pairs.texts[a])
+
+
+def test_the_oracle_reward_scores_each_caption_against_its_own_motion(tiny_dataset):
+    train = load_dataset(tiny_dataset, "train")
+    learned = TMRReward(train.mean, train.std, latent_dim=16, num_layers=1, num_heads=2).eval()
+    oracle = OracleReward(train.params, learned)
+    idx = np.arange(min(6, len(train)))
+    own = oracle.score(train.features[idx], train.lengths[idx], [c[0] for c in np.array(train.captions)[idx]],
+                       motion_index=idx)
+    assert torch.allclose(own, torch.ones(len(idx)))
+    shuffled = oracle.score(train.features[idx], train.lengths[idx], ["x"] * len(idx), motion_index=idx[::-1])
+    assert shuffled.mean() < 1.0
+    with pytest.raises(ValueError, match="motion_index"):
+        oracle.score(train.features[idx], train.lengths[idx], ["x"] * len(idx))
+    sims = oracle.motion_similarity(train.features[idx], train.lengths[idx], train.features[idx],
+                                    train.lengths[idx])
+    assert torch.allclose(sims, torch.ones(len(idx)), atol=1e-5)
+
+
+def test_reward_kind_picks_the_ranker(smoke_workdir):
+    from sopo_ray.checkpoint import load_checkpoint
+    from sopo_ray.config import DataConfig
+
+    payload = load_checkpoint(smoke_workdir / "reward" / "reward.pt", "reward")
+    train = load_dataset(DataConfig(root=smoke_workdir / "data", size=96, min_frames=16, max_frames=40,
+                                    captions_per_motion=2), "train")
+    assert isinstance(rollout_reward("tmr", payload, train), TMRReward)
+    assert isinstance(rollout_reward("oracle", payload, train), OracleReward)
+
+
+def test_reward_check_cli_writes_every_split(smoke_workdir, tmp_path):
+    out = tmp_path / "check.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "sopo_ray.cli", "reward", "check", "--config", "configs/smoke.yaml",
+         "--set", f"workdir={smoke_workdir}", "--set", f"data.root={smoke_workdir}/data", "--captions", "6",
+         "--k", "3", "--splits", "train", "test", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert set(report["splits"]) == {"train", "test"} and report["k"] == 3
+    for figures in report["splits"].values():
+        assert figures["groups"] == 6 and 0.0 <= figures["gate_rate"] <= 1.0
+        assert 0.0 <= figures["oracle_reward_best"][0] <= figures["oracle_best"][0] <= 1.0
+    bad = subprocess.run([sys.executable, "-m", "sopo_ray.cli", "reward", "check", "--config", "configs/smoke.yaml",
+                          "--set", f"workdir={smoke_workdir}", "--set", f"data.root={smoke_workdir}/data", "--k", "1"],
+                         capture_output=True, text=True, timeout=120,
+                         cwd=REPO)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "--k" in bad.stderr
