@@ -468,6 +468,9 @@ class Config(Section):
         if self.pretrained.mdm is not None and (m.architecture != "mdm_official" or m.text_encoder != "clip"):
             raise ValueError("pretrained.mdm is a released MDM: set model.architecture=mdm_official and "
                              "model.text_encoder=clip (configs/humanml3d_mdm.yaml)")
+        if self.pretrained.t2m_evaluator is not None and self.data.source == "synthetic":
+            raise ValueError("pretrained.t2m_evaluator reads HumanML3D's word/POS caption tokens: use it with "
+                             "data.source humanml3d or kitml (the embedded data keeps its own evaluator)")
         return self
 
 

@@ -35,11 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="generator checkpoint (mdm/mld), repeatable; none: only the Real row")
     parser.add_argument("--split", default="test", choices=("test", "val"), help="held-out split (default: test)")
     parser.add_argument("--no-real", dest="real", action="store_false", help="skip the Real reference row")
-    parser.add_argument("--evaluator", default=None, help="evaluator checkpoint "
-                        "(default: {workdir}/evaluator/evaluator.pt, trained there if missing)")
-    parser.add_argument("--reward", default=None, help="reward checkpoint "
-                        "(default: {workdir}/reward/reward.pt, trained there if missing)")
-    parser.add_argument("--retrain-evaluator", action="store_true", help="train the evaluator again first")
+    parser.add_argument("--evaluator", default=None, help="evaluator checkpoint (default: {workdir}/evaluator/"
+                        "evaluator.pt, trained there if missing; the import of pretrained.t2m_evaluator if set)")
+    parser.add_argument("--reward", default=None, help="reward checkpoint (default: {workdir}/reward/reward.pt, "
+                        "trained there if missing; the import of pretrained.tmr if set)")
+    parser.add_argument("--retrain-evaluator", action="store_true",
+                        help="train (or import) the evaluator again first")
     parser.add_argument("--seed", type=int, default=0, help="evaluation seed (same seed: same captions and noise)")
     parser.add_argument("--out", default=None, help="JSON output (default: beside the first checkpoint, "
                         "or {workdir}/eval/real_<split>.json)")
@@ -68,13 +69,13 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print/write the table."""
     import torch
 
+    from sopo_ray import artifacts
     from sopo_ray.checkpoint import load_checkpoint
     from sopo_ray.data.store import load_dataset
-    from sopo_ray.evaluation.evaluator import load_evaluator, train_evaluator
+    from sopo_ray.evaluation.evaluator import load_evaluator
     from sopo_ray.evaluation.protocol import COLUMNS, evaluate_generator, evaluate_real
     from sopo_ray.models.generator import load_generator
     from sopo_ray.reward.tmr import load_reward
-    from sopo_ray.reward.training import train_reward
 
     console = Console()
     if not console.is_terminal:  # logs and pipes: print the whole table instead of 80 truncated columns
@@ -86,14 +87,16 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(cfg.data, args.split)
     for path in args.checkpoint:  # refuse a generator trained on another dataset before any work
         load_checkpoint(path, None, dataset.data_id)
-    eval_path = Path(args.evaluator) if args.evaluator else Path(cfg.workdir) / "evaluator" / "evaluator.pt"
+    eval_path = Path(args.evaluator) if args.evaluator else artifacts.evaluator_path(cfg)
     if args.retrain_evaluator or not eval_path.is_file():
-        console.print(f"[bold]training the evaluator[/] (train split only) -> {eval_path}")
-        train_evaluator(cfg, eval_path)
-    reward_path = Path(args.reward) if args.reward else Path(cfg.workdir) / "reward" / "reward.pt"
+        if cfg.pretrained.t2m_evaluator is None:
+            console.print(f"[bold]training the evaluator[/] (train split only) -> {eval_path}")
+        artifacts.build_evaluator(cfg, eval_path, console)
+    reward_path = Path(args.reward) if args.reward else artifacts.reward_path(cfg)
     if not reward_path.is_file():
-        console.print(f"[bold]training the reward model[/] -> {reward_path}")
-        train_reward(cfg, reward_path)
+        if cfg.pretrained.tmr is None:
+            console.print(f"[bold]training the reward model[/] -> {reward_path}")
+        artifacts.build_reward(cfg, reward_path, console)
     evaluator = load_evaluator(eval_path, dataset.data_id)
     reward = load_reward(reward_path, dataset.data_id)
 
