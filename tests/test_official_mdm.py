@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from released_layouts import mdm_state
 from scipy.special import erf
 
 from sopo_ray.config import load_config
@@ -29,38 +30,8 @@ OFFICIAL = ["model.architecture=mdm_official", "model.text_encoder=clip", f"mode
             "model.prediction=x0", "data.source=humanml3d", "diffusion.num_timesteps=50", "diffusion.schedule=cosine"]
 
 
-def sinusoid(rows: int, dim: int) -> np.ndarray:
-    """pe[p, 2i] = sin(p / 10000^(2i/dim)), pe[p, 2i+1] = cos(p / 10000^(2i/dim))."""
-    p = np.arange(rows)[:, None]
-    angle = p / np.power(10000.0, np.arange(0, dim, 2) / dim)
-    pe = np.zeros((rows, dim))
-    pe[:, 0::2], pe[:, 1::2] = np.sin(angle), np.cos(angle)
-    return pe
-
-
 def official_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A state dict as MDM's training loop saves it (CLIP removed), random weights."""
-    g = torch.Generator().manual_seed(seed)
-
-    def w(*shape: int, scale: float = 0.05) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * scale
-
-    pe = torch.as_tensor(sinusoid(5000, D), dtype=torch.float32)[:, None, :]
-    state = {"input_process.poseEmbedding.weight": w(D, FEATS), "input_process.poseEmbedding.bias": w(D),
-             "sequence_pos_encoder.pe": pe, "embed_timestep.sequence_pos_encoder.pe": pe.clone(),
-             "embed_timestep.time_embed.0.weight": w(D, D), "embed_timestep.time_embed.0.bias": w(D),
-             "embed_timestep.time_embed.2.weight": w(D, D), "embed_timestep.time_embed.2.bias": w(D),
-             "embed_text.weight": w(D, CLIP), "embed_text.bias": w(D),
-             "output_process.poseFinal.weight": w(FEATS, D), "output_process.poseFinal.bias": w(FEATS)}
-    for i in range(LAYERS):
-        p = f"seqTransEncoder.layers.{i}."
-        state.update({p + "self_attn.in_proj_weight": w(3 * D, D), p + "self_attn.in_proj_bias": w(3 * D),
-                      p + "self_attn.out_proj.weight": w(D, D), p + "self_attn.out_proj.bias": w(D),
-                      p + "linear1.weight": w(FF, D), p + "linear1.bias": w(FF),
-                      p + "linear2.weight": w(D, FF), p + "linear2.bias": w(D),
-                      p + "norm1.weight": 1 + w(D), p + "norm1.bias": w(D),
-                      p + "norm2.weight": 1 + w(D), p + "norm2.bias": w(D)})
-    return state
+    return mdm_state(D, LAYERS, FF, FEATS, CLIP, seed)
 
 
 def reference_mdm(state: dict[str, torch.Tensor], x: np.ndarray, t: np.ndarray, clip: np.ndarray,

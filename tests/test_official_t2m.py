@@ -15,6 +15,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from released_layouts import CAPTION_LINES, write_humanml3d, write_t2m
 
 from sopo_ray.config import load_config
 from sopo_ray.data import load_dataset
@@ -24,48 +25,8 @@ from sopo_ray.evaluation.protocol import evaluate_real
 from sopo_ray.evaluation.t2m_official import import_t2m
 
 torch.set_num_threads(1)
-WORDS = ["sos", "eos", "unk", "a", "person", "walk", "forward", "left", "hand", "wave", "his", "and", "slowly",
-         "chair", "sit", "on", "the", "man", "serve", "ball"]
-CAPTIONS = [  # HumanML3D text lines: caption#word/POS tokens#start#end
-    "a person walks forward slowly.#a/DET person/NOUN walk/VERB forward/ADV slowly/ADV#0.0#0.0",
-    "the man waves his left hand.#the/DET man/NOUN wave/VERB his/PRON left/ADJ hand/NOUN#0.0#0.0",
-    "a person sits on a chair.#a/DET person/NOUN sit/VERB on/ADP a/DET chair/NOUN#0.0#0.0",
-    "someone serves a ball.#someone/PRON serve/VERB a/DET ball/NOUN#0.0#0.0",
-    ("a person walks and walks and walks and walks and walks and walks and walks and walks forward.#" +
-     " ".join(["a/DET", "person/NOUN"] + ["walk/VERB", "and/CCONJ"] * 8 + ["walk/VERB", "forward/ADV"]) + "#0.0#0.0"),
-    "the man serves the ball slowly.#the/DET man/NOUN serve/VERB the/DET ball/NOUN slowly/ADV#0.0#0.0",
-]
 POS = ["VERB", "NOUN", "DET", "ADP", "NUM", "AUX", "PRON", "ADJ", "ADV", "Loc_VIP", "Body_VIP", "Obj_VIP",
        "Act_VIP", "Desc_VIP", "OTHER"]
-
-
-def random_state(shapes: dict[str, tuple[int, ...]], g: torch.Generator) -> dict[str, torch.Tensor]:
-    return {k: (1.0 if k.endswith("1.weight") and len(v) == 1 else 0.0) + torch.randn(*v, generator=g) * 0.05
-            for k, v in shapes.items()}
-
-
-def gru_shapes(prefix: str, i: int, h: int) -> dict[str, tuple[int, ...]]:
-    out = {}
-    for suffix in ("", "_reverse"):
-        out.update({f"{prefix}weight_ih_l0{suffix}": (3 * h, i), f"{prefix}weight_hh_l0{suffix}": (3 * h, h),
-                    f"{prefix}bias_ih_l0{suffix}": (3 * h,), f"{prefix}bias_hh_l0{suffix}": (3 * h,)})
-    return out
-
-
-def released_checkpoint(g: torch.Generator) -> dict:
-    movement = {"main.0.weight": (512, 259, 4), "main.0.bias": (512,), "main.3.weight": (512, 512, 4),
-                "main.3.bias": (512,), "out_net.weight": (512, 512), "out_net.bias": (512,)}
-    text = {"pos_emb.weight": (300, 15), "pos_emb.bias": (300,), "input_emb.weight": (512, 300),
-            "input_emb.bias": (512,), **gru_shapes("gru.", 512, 512), "output_net.0.weight": (512, 1024),
-            "output_net.0.bias": (512,), "output_net.1.weight": (512,), "output_net.1.bias": (512,),
-            "output_net.3.weight": (512, 512), "output_net.3.bias": (512,), "hidden": (2, 1, 512)}
-    motion = {"input_emb.weight": (1024, 512), "input_emb.bias": (1024,), **gru_shapes("gru.", 1024, 1024),
-              "output_net.0.weight": (1024, 2048), "output_net.0.bias": (1024,), "output_net.1.weight": (1024,),
-              "output_net.1.bias": (1024,), "output_net.3.weight": (512, 1024), "output_net.3.bias": (512,),
-              "hidden": (2, 1, 1024)}
-    return {"movement_encoder": random_state(movement, g), "text_encoder": random_state(text, g),
-            "motion_encoder": random_state(motion, g), "opt_text_encoder": {"state": {}, "param_groups": []},
-            "epoch": 12, "iter": 3400}
 
 
 def _np(state: dict) -> dict[str, np.ndarray]:
@@ -132,35 +93,15 @@ def reference_text(ckpt: dict, tokens: str, glove: dict[str, np.ndarray]) -> np.
 @pytest.fixture(scope="module")
 def released(tmp_path_factory, humanml3d_sample):
     root = tmp_path_factory.mktemp("t2m")
-    g = torch.Generator().manual_seed(0)
-    ckpt = released_checkpoint(g)
-    (root / "t2m" / "text_mot_match" / "model").mkdir(parents=True)
-    torch.save(ckpt, root / "t2m" / "text_mot_match" / "model" / "finest.tar")
-    (root / "glove").mkdir()
-    vectors = np.random.default_rng(0).normal(size=(len(WORDS), 300)).astype(np.float32)
-    order = np.random.default_rng(1).permutation(len(WORDS))  # rows of the array are not in word-list order
-    np.save(root / "glove" / "our_vab_data.npy", vectors[order])
-    (root / "glove" / "our_vab_words.pkl").write_bytes(pickle.dumps(WORDS, protocol=3))
-    (root / "glove" / "our_vab_idx.pkl").write_bytes(pickle.dumps(
-        {w: int(np.where(order == i)[0][0]) for i, w in enumerate(WORDS)}, protocol=3))
-    data = root / "HumanML3D"
-    (data / "new_joint_vecs").mkdir(parents=True)
-    (data / "texts").mkdir()
+    evaluator_dir, glove_dir, ckpt, glove = write_t2m(root)
     clip = np.load(humanml3d_sample / "new_joint_vecs" / "012314.npy")
-    ids = [f"{i:06d}" for i in range(len(CAPTIONS))]
-    for i, (motion_id, line) in enumerate(zip(ids, CAPTIONS, strict=True)):
-        np.save(data / "new_joint_vecs" / f"{motion_id}.npy", clip[i * 10: i * 10 + 60 + 17 * i])
-        (data / "texts" / f"{motion_id}.txt").write_text(line + "\n")
-    for split in ("train", "val", "test"):
-        (data / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    np.save(data / "Mean.npy", np.load(humanml3d_sample / "Mean.npy"))
-    np.save(data / "Std.npy", np.load(humanml3d_sample / "Std.npy"))
-    stats = humanml3d_sample / "evaluator_norm"
+    data = write_humanml3d(root / "HumanML3D", clip, np.load(humanml3d_sample / "Mean.npy"),
+                           np.load(humanml3d_sample / "Std.npy"))
     cfg = load_config(None, ["data.source=humanml3d", f"data.root={data}", "evaluator.r_precision_pool=3",
                              "evaluator.num_captions=6", "evaluator.replications=2", "evaluator.diversity_pairs=4"])
     test = load_dataset(cfg.data, "test")
-    out = import_t2m(root / "t2m", stats, root / "glove", data / "texts", test.data_id, root / "t2m.pt", "digest")
-    glove = dict(zip(WORDS, vectors.astype(np.float64), strict=True))
+    out = import_t2m(evaluator_dir, humanml3d_sample / "evaluator_norm", glove_dir, data / "texts", test.data_id,
+                     root / "t2m.pt", "digest")
     return cfg, test, load_evaluator(out, test.data_id), ckpt, glove, root
 
 
@@ -177,9 +118,9 @@ def test_motion_embeddings_match_the_reference_on_the_real_clip(released, humanm
 
 def test_text_embeddings_match_the_reference(released):
     cfg, test, evaluator, ckpt, glove, _ = released
-    captions = [line.split("#")[0] for line in CAPTIONS]
+    captions = [line.split("#")[0] for line in CAPTION_LINES]
     ours = evaluator.embed_texts(captions)
-    for i, line in enumerate(CAPTIONS):  # the fifth has 36 tokens (cropped to 20) and a word outside GloVe
+    for i, line in enumerate(CAPTION_LINES):  # the fifth has 36 tokens (cropped to 20) and a word outside GloVe
         np.testing.assert_allclose(ours[i], reference_text(ckpt, line.split("#")[1], glove), atol=1e-5, rtol=1e-5)
     with pytest.raises(DataError, match="has no word/POS tokens"):
         evaluator.embed_texts(["a caption that is not in the dataset"])

@@ -8,12 +8,12 @@ independent float64 numpy transcription of ACTORStyleEncoder, on the real HumanM
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from released_layouts import write_tmr
 from scipy.special import erf
 from tiny_hf_models import write_tiny_distilbert
 
@@ -23,21 +23,6 @@ from sopo_ray.reward.tmr_official import import_tmr
 
 torch.set_num_threads(1)
 D, FF, LAYERS, HEADS = 256, 1024, 6, 4
-
-
-def encoder_state(nfeats: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-    def w(*shape: int, scale: float = 0.05) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * scale
-
-    state = {"projection.weight": w(D, nfeats), "projection.bias": w(D), "tokens": w(2, D, scale=1.0)}
-    for i in range(LAYERS):
-        p = f"seqTransEncoder.layers.{i}."
-        state.update({p + "self_attn.in_proj_weight": w(3 * D, D), p + "self_attn.in_proj_bias": w(3 * D),
-                      p + "self_attn.out_proj.weight": w(D, D), p + "self_attn.out_proj.bias": w(D),
-                      p + "linear1.weight": w(FF, D), p + "linear1.bias": w(FF), p + "linear2.weight": w(D, FF),
-                      p + "linear2.bias": w(D), p + "norm1.weight": 1 + w(D), p + "norm1.bias": w(D),
-                      p + "norm2.weight": 1 + w(D), p + "norm2.bias": w(D)})
-    return state
 
 
 def reference_encoder(state: dict[str, torch.Tensor], x: np.ndarray) -> np.ndarray:
@@ -75,23 +60,9 @@ def reference_encoder(state: dict[str, torch.Tensor], x: np.ndarray) -> np.ndarr
 def tmr(tmp_path_factory, humanml3d_sample):
     """(TMR run folder, stats folder, motion state, text state, DistilBERT folder, stats)."""
     root = tmp_path_factory.mktemp("tmr")
-    run = root / "models" / "tmr_humanml3d_guoh3dfeats"
-    (run / "last_weights").mkdir(parents=True)
-    g = torch.Generator().manual_seed(0)
-    motion, text = encoder_state(263, g), encoder_state(768, g)
-    torch.save(motion, run / "last_weights" / "motion_encoder.pt")
-    torch.save(text, run / "last_weights" / "text_encoder.pt")
-    torch.save({"final_layer.weight": torch.zeros(263, D)}, run / "last_weights" / "motion_decoder.pt")
-    enc = {"nfeats": 263, "vae": True, "latent_dim": D, "ff_size": FF, "num_layers": LAYERS, "num_heads": HEADS,
-           "dropout": 0.1, "activation": "gelu"}
-    (run / "config.json").write_text(json.dumps({"model": {"motion_encoder": enc, "text_encoder": {**enc,
-                                                                                                    "nfeats": 768}}}))
-    stats = root / "stats" / "humanml3d" / "guoh3dfeats"
-    stats.mkdir(parents=True)
     clip = np.load(humanml3d_sample / "new_joint_vecs" / "012314.npy")
     mean, std = torch.tensor(clip.mean(0)), torch.tensor(clip.std(0))  # per-dimension, as TMR's (not group-averaged)
-    torch.save(mean, stats / "mean.pt")
-    torch.save(std, stats / "std.pt")
+    run, stats, motion, text = write_tmr(root, mean, std)
     bert = write_tiny_distilbert(root / "distilbert-base-uncased")
     return run, stats, motion, text, bert, (mean.double().numpy(), std.double().numpy())
 
