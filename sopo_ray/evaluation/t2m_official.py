@@ -32,6 +32,7 @@ from sopo_ray.checkpoint import load_foreign, match_state, save_checkpoint
 from sopo_ray.data.humanml3d import parse_text_line
 from sopo_ray.errors import CheckpointError, DataError
 from sopo_ray.evaluation.evaluator import OFFICIAL_KIND as KIND
+from sopo_ray.reward.tmr import as_motion_batch
 
 POS = ("VERB", "NOUN", "DET", "ADP", "NUM", "AUX", "PRON", "ADJ", "ADV",
        "Loc_VIP", "Body_VIP", "Obj_VIP", "Act_VIP", "Desc_VIP", "OTHER")
@@ -116,13 +117,9 @@ class OfficialT2MEvaluator(nn.Module):
 
     def encode_motion(self, features: Tensor | np.ndarray, lengths: Tensor | np.ndarray | list[int]) -> Tensor:
         """Un-normalised features `[B, T, D]` (ignored past `lengths`) -> embeddings `[B, 512]`."""
-        if isinstance(features, np.ndarray):
-            features = np.require(features, np.float32, ["W"])
-        x = torch.as_tensor(features, dtype=torch.float32, device=self.device)
-        n = torch.as_tensor(lengths, dtype=torch.long, device=self.device).reshape(-1)
-        if x.ndim != 3 or x.shape[-1] != self.mean.numel() or len(n) != len(x):
-            raise ValueError(f"the T2M evaluator expects features [B, T, {self.mean.numel()}] and B lengths, got "
-                             f"{tuple(x.shape)} and {len(n)}")
+        x, n = as_motion_batch(features, lengths, self.device)
+        if x.shape[-1] != self.mean.numel():
+            raise ValueError(f"the T2M evaluator expects {self.mean.numel()}-dim features, got {x.shape[-1]}")
         x = nn.functional.pad(x, (0, 0, 0, max(MAX_FRAMES, x.shape[1]) - x.shape[1]))
         valid = torch.arange(x.shape[1], device=self.device)[None, :] < n[:, None]
         x = torch.where(valid[..., None], (x - self.mean) / self.std, torch.zeros((), device=self.device))
