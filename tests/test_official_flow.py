@@ -11,7 +11,7 @@ from released_layouts import mdm_state, write_humanml3d, write_t2m, write_tmr
 from tiny_hf_models import write_tiny_clip, write_tiny_distilbert
 
 from sopo_ray import artifacts
-from sopo_ray.config import load_config
+from sopo_ray.config import load_config, with_absolute_paths
 from sopo_ray.distributed.group import caption_table
 from sopo_ray.distributed.learner import PolicyErrors, preference_terms
 from sopo_ray.distributed.rollout import sample_groups
@@ -49,7 +49,11 @@ def cfg(files, tmp_path, monkeypatch):
     monkeypatch.setenv("SOPO_DISTILBERT_DIR", str(files["bert"]))
     monkeypatch.setattr(text_encoder, "_INSTANCES", {})
     monkeypatch.setattr(token_encoder, "_INSTANCE", [])
-    return load_config(None, [
+    return load_config(None, overrides(files, tmp_path))
+
+
+def overrides(files: dict, tmp_path) -> list[str]:
+    return [
         "model.architecture=mdm_official", "model.text_encoder=clip", "model.latent_dim=64", "model.num_layers=2",
         "model.num_heads=4", "model.ff_dim=128", "model.frames_per_token=1", "data.source=humanml3d",
         f"data.root={files['data']}", f"workdir={tmp_path / 'artifacts'}", f"pretrained.mdm={files['mdm']}",
@@ -57,7 +61,7 @@ def cfg(files, tmp_path, monkeypatch):
         f"pretrained.t2m_evaluator={files['t2m']}", f"pretrained.t2m_stats={files['t2m_stats']}",
         f"pretrained.glove={files['glove']}", "diffusion.sample_steps=2", "objective.k=2",
         "evaluator.r_precision_pool=3", "evaluator.num_captions=6", "evaluator.replications=2",
-        "evaluator.diversity_pairs=4", "evaluator.mm_captions=2", "evaluator.mm_generations=2", "evaluator.mm_pairs=1"])
+        "evaluator.diversity_pairs=4", "evaluator.mm_captions=2", "evaluator.mm_generations=2", "evaluator.mm_pairs=1"]
 
 
 def test_resolve_imports_the_released_files_once(cfg, files):
@@ -107,3 +111,28 @@ def test_paper_config_takes_the_released_files(files):
     cfg = load_config(paper, [f"data.root={files['data']}", f"pretrained.mdm={files['mdm']}"])
     assert (cfg.model.architecture, cfg.model.text_encoder, cfg.model.mask_frames) == ("mdm_official", "clip", False)
     assert cfg.pretrained.tmr is not None and cfg.pretrained.t2m_evaluator is not None
+    relative = with_absolute_paths(load_config(paper, ["pretrained.glove=glove"]))  # Ray workers start elsewhere
+    assert relative.pretrained.glove == Path("glove").resolve() and relative.pretrained.mdm.is_absolute()
+
+
+def test_the_documented_commands_import_score_and_evaluate(cfg, files, tmp_path, capsys, humanml3d_sample):
+    """`sopo pretrain` imports pretrained.mdm, `sopo reward score` scores with the imported TMR and `sopo evaluate`
+    reports the T2M evaluator's table, all from the same --set flags."""
+    import json
+
+    from sopo_ray.cli import main
+
+    sets = [item for o in overrides(files, tmp_path) for item in ("--set", o)]
+    assert main(["pretrain", *sets]) == 0
+    base = artifacts.base_path(cfg)
+    assert capsys.readouterr().out.strip().endswith(str(base)) and base.is_file()
+    motion = tmp_path / "clip.npy"
+    np.save(motion, np.load(humanml3d_sample / "new_joint_vecs" / "012314.npy")[:80])
+    assert main(["reward", "score", str(motion), "a person serves a ball", *sets]) == 0
+    score = float(capsys.readouterr().out.split()[0])
+    assert 0.0 <= score <= 1.0 and artifacts.reward_path(cfg).is_file()
+    out = tmp_path / "table.json"
+    assert main(["evaluate", *sets, "--checkpoint", str(base), "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["evaluator"] == str(artifacts.evaluator_path(cfg)) and set(report["rows"]) == {"Real", str(base)}
+    assert report["rows"]["Real"]["R@3"]["mean"] == 1.0  # a pool of 3 always holds the true motion in its top 3
