@@ -523,7 +523,8 @@ def _format_error(err: ValidationError, source: str) -> str:
     annotation = field.annotation if field is not None else Config
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         if first["type"] == "value_error":
-            return f"invalid config section '{key}' in {source}: {msg}; fix the keys it names"
+            where = f"config section '{key}'" if loc else "combination of config keys"
+            return f"invalid {where} in {source}: {msg}; fix the keys it names"
         return (f"config key '{key}' in {source} is a section, not a value ({msg}); set its keys instead, "
                 f"e.g. {key}.{next(iter(annotation.model_fields))}=...")
     fix = f"e.g. {key}={_as_yaml(field.get_default(call_default_factory=True))} (the default)"

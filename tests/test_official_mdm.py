@@ -192,8 +192,14 @@ def test_unsafe_or_foreign_files_are_refused(released, tmp_path):
 
 
 def test_config_requires_the_official_layout_for_a_released_mdm():
-    with pytest.raises(ConfigError, match="model.architecture=mdm_official"):
+    with pytest.raises(ConfigError, match="invalid combination of config keys .* model.architecture=mdm_official"):
         load_config(None, ["pretrained.mdm=/x/model.pt"])
+    with pytest.raises(ConfigError, match="pretrained.tmr needs pretrained.tmr_stats"):
+        load_config(None, ["pretrained.tmr=/x/tmr"])
+    with pytest.raises(ConfigError, match="pretrained.t2m_evaluator needs pretrained.t2m_stats"):
+        load_config(None, ["pretrained.t2m_evaluator=/x/t2m", "pretrained.glove=/x/glove"])
+    with pytest.raises(ConfigError, match="data.source humanml3d or kitml"):
+        load_config(None, ["pretrained.t2m_evaluator=/t", "pretrained.t2m_stats=/s", "pretrained.glove=/g"])
     with pytest.raises(ConfigError, match="frames_per_token 1"):
         load_config(None, ["model.architecture=mdm_official", "model.frames_per_token=2"])
     assert load_config(None, [*OFFICIAL, "pretrained.mdm=/x/model.pt"]).pretrained.mdm is not None
