@@ -7,6 +7,14 @@
 
 A later run (or `sopo pretrain` / `sopo reward train` run by hand) finds them there. Every model must come from
 the dataset the run uses; a base model and reward model built on different datasets are refused.
+
+With `pretrained.*` set, the user's released files are imported instead of building (seconds, no training):
+
+    base       {workdir}/base/mdm_official/imported-{digest}.pt   pretrained.mdm (sopo_ray.models.mdm_official)
+    reward     {workdir}/reward/tmr_official-{digest}.pt          pretrained.tmr (sopo_ray.reward.tmr_official)
+    evaluator  {workdir}/evaluator/t2m_official-{digest}.pt       pretrained.t2m_evaluator (evaluation.t2m_official)
+
+named by a digest of the source files, so other files are imported anew and never mixed up with older imports.
 """
 
 from __future__ import annotations
@@ -60,47 +68,136 @@ def file_digest(path: Path, size: int = 12) -> str:
     return h.hexdigest()
 
 
+def sources_digest(files: list[Path], *extra: str) -> str:
+    """Short digest of several files' bytes (a missing file counts as absent: its importer names it) and strings."""
+    h = hashlib.blake2b(digest_size=8)
+    for path in files:
+        h.update((file_digest(path) if path.is_file() else "-").encode())
+    for item in extra:
+        h.update(item.encode())
+    return h.hexdigest()
+
+
+def _mdm_sources(cfg: Config) -> list[Path]:
+    return [Path(cfg.pretrained.mdm)] if cfg.pretrained.mdm is not None else []
+
+
+def _tmr_sources(cfg: Config) -> list[Path]:
+    p = cfg.pretrained
+    if p.tmr is None or p.tmr_stats is None:
+        return []
+    run, stats = Path(p.tmr), Path(p.tmr_stats)
+    return [run / "config.json", *(run / "last_weights" / f"{m}.pt" for m in ("motion_encoder", "text_encoder")),
+            stats / "mean.pt", stats / "std.pt"]
+
+
+def _t2m_sources(cfg: Config) -> list[Path]:
+    p = cfg.pretrained
+    if p.t2m_evaluator is None or p.t2m_stats is None or p.glove is None:
+        return []
+    stats, glove = Path(p.t2m_stats), Path(p.glove)
+    return [Path(p.t2m_evaluator) / "text_mot_match" / "model" / "finest.tar",
+            *(stats / f"{stem}{n}.npy" for stem in ("t2m_", "") for n in ("mean", "std")),
+            *(glove / f"our_vab_{n}" for n in ("data.npy", "words.pkl", "idx.pkl"))]
+
+
 def base_path(cfg: Config) -> Path:
-    """Where the run takes its base model from (the `sopo pretrain` default)."""
+    """Where the run takes its base model from: the import of pretrained.mdm, else the `sopo pretrain` default."""
     from sopo_ray.models.pretrain import base_checkpoint
 
+    if cfg.pretrained.mdm is not None:
+        return Path(cfg.workdir) / "base" / "mdm_official" / f"imported-{sources_digest(_mdm_sources(cfg))}.pt"
     return base_checkpoint(cfg)
 
 
 def reward_path(cfg: Config) -> Path:
-    """Where the run takes its reward model from (the `sopo reward train` default)."""
+    """Where the run takes its reward model from: the import of pretrained.tmr, else `sopo reward train`'s."""
+    if cfg.pretrained.tmr is not None:
+        return Path(cfg.workdir) / "reward" / f"tmr_official-{sources_digest(_tmr_sources(cfg))}.pt"
     return Path(cfg.workdir) / "reward" / "reward.pt"
 
 
 def evaluator_path(cfg: Config) -> Path:
-    """Where the run takes its evaluator from (the `sopo evaluate` default)."""
+    """Where the run takes its evaluator from: the import of pretrained.t2m_evaluator (with the dataset's caption
+    tokens), else the `sopo evaluate` default."""
+    if cfg.pretrained.t2m_evaluator is not None:
+        from sopo_ray.data.humanml3d import folder_id
+
+        data = folder_id(Path(cfg.data.root), cfg.data.source, cfg.data.max_frames)
+        return Path(cfg.workdir) / "evaluator" / f"t2m_official-{sources_digest(_t2m_sources(cfg), data)}.pt"
     return Path(cfg.workdir) / "evaluator" / "evaluator.pt"
+
+
+def build_base(cfg: Config, path: Path, train: Any = None, console: Console | None = None) -> Path:
+    """Import pretrained.mdm to `path`, or pretrain the base model into path's folder."""
+    from sopo_ray.data.store import load_dataset
+
+    train = train if train is not None else load_dataset(cfg.data, "train")
+    if cfg.pretrained.mdm is None:
+        from sopo_ray.models.pretrain import pretrain
+
+        return pretrain(cfg, path.parent, dataset=train, console=console)
+    from sopo_ray.models.mdm_official import import_mdm
+
+    (console or Console()).print(f"[bold]importing the released MDM[/] {cfg.pretrained.mdm} -> {path}")
+    return import_mdm(cfg, Path(cfg.pretrained.mdm), path, train.mean, train.std, train.data_id,
+                      sources_digest(_mdm_sources(cfg)))
+
+
+def build_reward(cfg: Config, path: Path, console: Console | None = None) -> Path:
+    """Import pretrained.tmr to `path`, or train the reward model there."""
+    if cfg.pretrained.tmr is None:
+        from sopo_ray.reward.training import train_reward
+
+        return train_reward(cfg, path)
+    from sopo_ray.reward.tmr_official import import_tmr
+
+    (console or Console()).print(f"[bold]importing the released TMR[/] {cfg.pretrained.tmr} -> {path}")
+    return import_tmr(Path(cfg.pretrained.tmr), Path(cfg.pretrained.tmr_stats), path,
+                      sources_digest(_tmr_sources(cfg)))
+
+
+def build_evaluator(cfg: Config, path: Path, console: Console | None = None) -> Path:
+    """Import pretrained.t2m_evaluator to `path`, or train the evaluator there."""
+    if cfg.pretrained.t2m_evaluator is None:
+        from sopo_ray.evaluation.evaluator import train_evaluator
+
+        return train_evaluator(cfg, path)
+    from sopo_ray.data.humanml3d import folder_id
+    from sopo_ray.evaluation.t2m_official import import_t2m
+
+    p, root = cfg.pretrained, Path(cfg.data.root)
+    (console or Console()).print(f"[bold]importing the released T2M evaluator[/] {p.t2m_evaluator} -> {path}")
+    data = folder_id(root, cfg.data.source, cfg.data.max_frames)
+    return import_t2m(Path(p.t2m_evaluator), Path(p.t2m_stats), Path(p.glove), root / "texts", data, path,
+                      sources_digest(_t2m_sources(cfg), data))
 
 
 def resolve(cfg: Config, console: Console | None = None, need_evaluator: bool = True) -> Artifacts:
     """Load the run's dataset splits and models, building any that are missing (minutes on first use)."""
     from sopo_ray.data.store import load_dataset
-    from sopo_ray.evaluation.evaluator import train_evaluator
-    from sopo_ray.models.pretrain import pretrain
-    from sopo_ray.reward.training import train_reward
+    from sopo_ray.reward.tmr import KINDS as REWARD_KINDS
 
     console = console or Console()
     train = load_dataset(cfg.data, "train")
     test = load_dataset(cfg.data, "test")
     base = base_path(cfg)
     if not base.is_file():
-        console.print(f"[bold]building the base model[/] ({cfg.model.kind}, {cfg.pretrain.steps} steps) -> {base}")
-        pretrain(cfg, base.parent, dataset=train, console=console)
+        if cfg.pretrained.mdm is None:
+            console.print(f"[bold]building the base model[/] ({cfg.model.kind}, {cfg.pretrain.steps} steps) -> {base}")
+        build_base(cfg, base, train, console)
     reward = reward_path(cfg)
     if not reward.is_file():
-        console.print(f"[bold]building the reward model[/] ({cfg.reward.steps} steps) -> {reward}")
-        train_reward(cfg, reward)
+        if cfg.pretrained.tmr is None:
+            console.print(f"[bold]building the reward model[/] ({cfg.reward.steps} steps) -> {reward}")
+        build_reward(cfg, reward, console)
     evaluator = evaluator_path(cfg)
     if need_evaluator and not evaluator.is_file():
-        console.print(f"[bold]building the evaluator[/] ({cfg.evaluator.steps} steps) -> {evaluator}")
-        train_evaluator(cfg, evaluator)
+        if cfg.pretrained.t2m_evaluator is None:
+            console.print(f"[bold]building the evaluator[/] ({cfg.evaluator.steps} steps) -> {evaluator}")
+        build_evaluator(cfg, evaluator, console)
     base_payload = load_checkpoint(base, ("mdm", "mld"))
-    reward_payload = load_checkpoint(reward, "reward")
+    reward_payload = load_checkpoint(reward, REWARD_KINDS)
     check_same_dataset(base, base_payload, reward, reward_payload, train.data_id)
     check_base_matches(cfg, base, base_payload)
     return Artifacts(train, test, base, base_payload, reward, reward_payload, evaluator)

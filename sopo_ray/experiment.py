@@ -90,13 +90,10 @@ class Experiment:
     def prepare(self, cfg: Config) -> artifacts.Artifacts:
         """Build or reuse the dataset, base model, reward model and evaluator of `cfg`, recording build times."""
         from sopo_ray.distributed import cluster
-        from sopo_ray.evaluation.evaluator import train_evaluator
-        from sopo_ray.models.pretrain import pretrain
-        from sopo_ray.reward.training import train_reward
 
-        builders = [(artifacts.base_path(cfg), lambda p: pretrain(cfg, p.parent, console=self.console)),
-                    (artifacts.reward_path(cfg), lambda p: train_reward(cfg, p)),
-                    (artifacts.evaluator_path(cfg), lambda p: train_evaluator(cfg, p))]
+        builders = [(artifacts.base_path(cfg), lambda p: artifacts.build_base(cfg, p, console=self.console)),
+                    (artifacts.reward_path(cfg), lambda p: artifacts.build_reward(cfg, p, self.console)),
+                    (artifacts.evaluator_path(cfg), lambda p: artifacts.build_evaluator(cfg, p, self.console))]
         for path, build in builders:
             if not path.is_file():
                 self.console.print(f"[bold]building[/] {path}")

@@ -31,8 +31,10 @@ def text(batch: int, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.normalize(torch.randn(batch, 384, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
-@pytest.fixture(scope="module", params=["mdm", "mdm_patch2", "mld", "mld_patch2"])
+@pytest.fixture(scope="module", params=["mdm", "mdm_patch2", "mld", "mld_patch2", "mdm_official"])
 def gen(request: pytest.FixtureRequest) -> MotionGenerator:
+    if request.param == "mdm_official":  # the released MDM's layout (sopo_ray/models/mdm_official.py)
+        return tiny_generator("mdm", "model.architecture=mdm_official")
     kind, *patch = request.param.split("_patch")
     return tiny_generator(kind, *[f"model.frames_per_token={p}" for p in patch])
 
@@ -81,6 +83,19 @@ def test_padding_frames_do_not_affect_valid_outputs(frames_per_token: int) -> No
     noise_changed[0, 15:] = torch.randn(FRAMES - 15, 263)
     err_b = gen.denoise_error(changed, mask, t, noise_changed, text(2))
     torch.testing.assert_close(err_a, err_b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mask_frames", [True, False])
+def test_released_mdm_layout_sees_padding_only_without_mask_frames(mask_frames: bool) -> None:
+    gen = tiny_generator("mdm", "model.architecture=mdm_official", f"model.mask_frames={mask_frames}")
+    x = torch.randn(1, FRAMES, 263)
+    mask = torch.arange(FRAMES)[None] < 15
+    changed = x.clone()
+    changed[0, 15:] = 100 * torch.randn(FRAMES - 15, 263)
+    with torch.no_grad():
+        a, b = (gen.denoiser(v, torch.tensor([3]), text(1), mask)[0, :15] for v in (x, changed))
+    assert gen.full_length is not mask_frames
+    assert torch.allclose(a, b, atol=1e-5) is mask_frames
 
 
 def test_ddim_is_deterministic_per_seed(gen: MotionGenerator) -> None:

@@ -1,12 +1,18 @@
-"""The offline MiniLM text encoder: shape, normalisation, per-caption cache, meaningful similarities."""
+"""The offline text encoders: MiniLM (shape, normalisation, per-caption cache, meaningful similarities) and CLIP
+(MDM's text feature on a tiny random CLIP in the official layout, from a folder or the Hugging Face cache)."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import load_file
+from tiny_hf_models import as_hf_cache, write_tiny_clip
 
 from sopo_ray.errors import ConfigError
-from sopo_ray.models.text_encoder import CachedTextEncoder, get_text_encoder, text_encoder_dim
+from sopo_ray.models.text_encoder import CachedTextEncoder, CLIPEncoder, get_text_encoder, text_encoder_dim
 
 torch.set_num_threads(1)
 
@@ -29,9 +35,82 @@ def test_minilm_embeddings_are_cached_normalised_and_meaningful() -> None:
 
 
 def test_unknown_encoder_is_a_config_error() -> None:
-    assert text_encoder_dim("minilm") == 384
-    with pytest.raises(ConfigError, match="unknown text encoder 'clip'"):
-        get_text_encoder("clip")
+    assert text_encoder_dim("minilm") == 384 and text_encoder_dim("clip") == 512
+    with pytest.raises(ConfigError, match="unknown text encoder 'glove'"):
+        get_text_encoder("glove")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> Path:
+    return write_tiny_clip(tmp_path_factory.mktemp("clip") / "clip-vit-base-patch32")
+
+
+def reference_clip_text(folder: Path, ids: list[int]) -> torch.Tensor:
+    """CLIP's encode_text in plain torch ops on the saved weights: token + position embeddings, pre-norm causal
+    layers with quick-GELU, final layer norm at the end token, text projection."""
+    s = load_file(str(folder / "model.safetensors"))
+    p = "text_model."
+    x = s[p + "embeddings.token_embedding.weight"][ids] + s[p + "embeddings.position_embedding.weight"][: len(ids)]
+    heads, n = 4, len(ids)
+    causal = torch.full((n, n), float("-inf")).triu(1)
+
+    def ln(h: torch.Tensor, name: str) -> torch.Tensor:
+        return torch.nn.functional.layer_norm(h, h.shape[-1:], s[name + ".weight"], s[name + ".bias"], 1e-5)
+
+    def lin(h: torch.Tensor, name: str) -> torch.Tensor:
+        return h @ s[name + ".weight"].T + s[name + ".bias"]
+
+    for i in range(2):
+        q = p + f"encoder.layers.{i}."
+        h = ln(x, q + "layer_norm1")
+        qkv = [lin(h, q + f"self_attn.{k}_proj").reshape(n, heads, -1).transpose(0, 1) for k in "qkv"]
+        att = torch.softmax(qkv[0] @ qkv[1].transpose(1, 2) / qkv[0].shape[-1] ** 0.5 + causal, -1)
+        x = x + lin((att @ qkv[2]).transpose(0, 1).reshape(n, -1), q + "self_attn.out_proj")
+        h = lin(ln(x, q + "layer_norm2"), q + "mlp.fc1")
+        x = x + lin(h * torch.sigmoid(1.702 * h), q + "mlp.fc2")
+    return ln(x, p + "final_layer_norm")[-1] @ s["text_projection.weight"].T
+
+
+def test_clip_encoder_is_mdms_text_feature(tiny_clip, monkeypatch) -> None:
+    monkeypatch.setenv("SOPO_CLIP_DIR", str(tiny_clip))
+    encoder = CLIPEncoder()
+    tok = encoder.tokenizer
+    long = "a person walks forward slowly and then turns left and jumps twice while the man waves his right hand"
+    captions = ["a person walks", long]
+    ids, ends = encoder.token_ids(captions)
+    bpe = [tok(c, add_special_tokens=False)["input_ids"] for c in captions]
+    assert len(bpe[1]) > 20 and ids.shape == (2, 22)  # MDM: start + at most 20 tokens + end
+    assert ids[0, : len(bpe[0]) + 2].tolist() == [tok.bos_token_id, *bpe[0], tok.eos_token_id]
+    assert ids[1].tolist() == [tok.bos_token_id, *bpe[1][:20], tok.eos_token_id]
+    assert ends.tolist() == [len(bpe[0]) + 1, 21]
+    emb = encoder.embed(captions)
+    assert emb.shape == (2, 512) and emb.dtype == torch.float32
+    for row, caption_ids, end in zip(emb, ids, ends, strict=True):
+        torch.testing.assert_close(row, reference_clip_text(tiny_clip, caption_ids[: end + 1].tolist()),
+                                   atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(encoder.embed(captions[:1])[0], emb[0], atol=1e-6, rtol=1e-6)  # batch-independent
+
+
+def test_clip_weights_come_from_the_hugging_face_cache(tiny_clip, tmp_path, monkeypatch) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("SOPO_CLIP_DIR", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="needs openai/clip-vit-base-patch32 .* no config.json .*hf download"):
+        CLIPEncoder()
+    cache = as_hf_cache(tmp_path / "hub", "openai/clip-vit-base-patch32", tiny_clip)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    assert CLIPEncoder().embed(["a person walks"]).shape == (1, 512)
+
+
+@pytest.mark.parametrize("missing", ["config.json", "model.safetensors", "vocab.json"])
+def test_clip_folder_missing_a_file_names_it(tiny_clip, tmp_path, monkeypatch, missing) -> None:
+    folder = tmp_path / "clip"
+    shutil.copytree(tiny_clip, folder)
+    (folder / missing).unlink()
+    monkeypatch.setenv("SOPO_CLIP_DIR", str(folder))
+    with pytest.raises(ConfigError, match=f"has no {missing}.*SOPO_CLIP_DIR=DIR"):
+        CLIPEncoder()
 
 
 class CountingEncoder:

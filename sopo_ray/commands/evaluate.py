@@ -70,13 +70,13 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate and print/write one table per split."""
     import torch
 
+    from sopo_ray import artifacts
     from sopo_ray.checkpoint import load_checkpoint
     from sopo_ray.data.store import eval_splits, load_dataset
-    from sopo_ray.evaluation.evaluator import load_evaluator, train_evaluator
+    from sopo_ray.evaluation.evaluator import load_evaluator
     from sopo_ray.evaluation.protocol import COLUMNS, evaluate_generator, evaluate_real
     from sopo_ray.models.generator import load_generator
     from sopo_ray.reward.tmr import load_reward
-    from sopo_ray.reward.training import train_reward
 
     console = Console()
     if not console.is_terminal:  # logs and pipes: print the whole table instead of 80 truncated columns
@@ -90,14 +90,16 @@ def run(args: argparse.Namespace) -> int:
     data_id = next(iter(datasets.values())).data_id
     for path in args.checkpoint:  # refuse a generator trained on another dataset before any work
         load_checkpoint(path, None, data_id)
-    eval_path = Path(args.evaluator) if args.evaluator else Path(cfg.workdir) / "evaluator" / "evaluator.pt"
+    eval_path = Path(args.evaluator) if args.evaluator else artifacts.evaluator_path(cfg)
     if args.retrain_evaluator or not eval_path.is_file():
-        console.print(f"[bold]training the evaluator[/] (train split only) -> {eval_path}")
-        train_evaluator(cfg, eval_path)
-    reward_path = Path(args.reward) if args.reward else Path(cfg.workdir) / "reward" / "reward.pt"
+        if cfg.pretrained.t2m_evaluator is None:
+            console.print(f"[bold]training the evaluator[/] (train split only) -> {eval_path}")
+        artifacts.build_evaluator(cfg, eval_path, console)
+    reward_path = Path(args.reward) if args.reward else artifacts.reward_path(cfg)
     if not reward_path.is_file():
-        console.print(f"[bold]training the reward model[/] -> {reward_path}")
-        train_reward(cfg, reward_path)
+        if cfg.pretrained.tmr is None:
+            console.print(f"[bold]training the reward model[/] -> {reward_path}")
+        artifacts.build_reward(cfg, reward_path, console)
     evaluator = load_evaluator(eval_path, data_id)
     reward = load_reward(reward_path, data_id)
 

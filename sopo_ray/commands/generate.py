@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     """Load the generator, sample, and write the output file(s)."""
     import torch
 
+    from sopo_ray.artifacts import base_path
     from sopo_ray.checkpoint import load_checkpoint
     from sopo_ray.models.generator import KINDS, generator_from_payload
-    from sopo_ray.models.pretrain import base_checkpoint
     from sopo_ray.motion.features import features_to_joints
 
     if any(not caption.strip() for caption in args.captions):
@@ -61,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
-    path = Path(args.checkpoint) if args.checkpoint else base_checkpoint(cfg)
+    path = Path(args.checkpoint) if args.checkpoint else base_path(cfg)
     if not path.is_file():
-        raise CheckpointError(f"no generator checkpoint at {path}; run `sopo pretrain` (same --config) first "
-                              "or pass --checkpoint PATH")
+        raise CheckpointError(f"no generator checkpoint at {path}; run `sopo pretrain` (same --config; it imports "
+                              "pretrained.mdm when set) first or pass --checkpoint PATH")
     payload = load_checkpoint(path, KINDS)
     gen = generator_from_payload(payload, path).eval()
     length = args.length or int(payload.get("length_median") or gen.max_frames)

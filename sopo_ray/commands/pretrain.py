@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "pretrain", help="train the base diffusion model (MDM or MLD) on the dataset",
         description="Pretrain the base model of the config (model.kind) on the train split. Resumes from "
-                    "OUT/last.pt; writes OUT/base.pt and OUT/metrics.jsonl.")
+                    "OUT/last.pt; writes OUT/base.pt and OUT/metrics.jsonl. With pretrained.mdm set, import that "
+                    "released MDM instead (no training) and print where it was written.")
     add_config_args(parser)
     parser.add_argument("--out", default=None, help="output folder (default: {workdir}/base/{model.kind})")
     parser.set_defaults(func=run)
@@ -22,10 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Pretrain and print the path of the base checkpoint."""
+    from sopo_ray.artifacts import base_path, build_base
     from sopo_ray.models.pretrain import base_dir, pretrain
 
     cfg = load_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else base_dir(cfg)
-    path = pretrain(cfg, out)
+    if cfg.pretrained.mdm is not None:
+        target = base_path(cfg) if args.out is None else Path(args.out) / base_path(cfg).name
+        path = target if target.is_file() else build_base(cfg, target)
+    else:
+        path = pretrain(cfg, Path(args.out) if args.out else base_dir(cfg))
     print(path)
     return 0

@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_args(score)
     score.add_argument("motion", help="un-normalised HumanML3D features, a .npy of shape [frames, 263]")
     score.add_argument("captions", nargs="+", help="caption(s) to score the motion against")
-    score.add_argument("--checkpoint", default=None, help="reward checkpoint (default: {workdir}/reward/reward.pt)")
+    score.add_argument("--checkpoint", default=None, help="reward checkpoint (default: {workdir}/reward/reward.pt, "
+                       "or the import of pretrained.tmr, imported first when missing)")
     score.set_defaults(func=run_score)
 
     check = verbs.add_parser(
@@ -72,13 +73,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     """Print r(motion, caption) for each caption."""
+    from sopo_ray import artifacts
     from sopo_ray.reward.tmr import load_reward
 
     if any(not caption.strip() for caption in args.captions):
         raise DataError('empty caption: describe the motion, e.g. '
                         'sopo reward score motion.npy "a person walks forward"')
     cfg = load_config(args.config, args.overrides)
-    ckpt = Path(args.checkpoint) if args.checkpoint else Path(cfg.workdir) / "reward" / "reward.pt"
+    ckpt = Path(args.checkpoint) if args.checkpoint else artifacts.reward_path(cfg)
+    if args.checkpoint is None and cfg.pretrained.tmr is not None and not ckpt.is_file():
+        artifacts.build_reward(cfg, ckpt, Console(stderr=True))
     try:
         motion = np.load(args.motion, allow_pickle=False)
     except (OSError, ValueError) as exc:

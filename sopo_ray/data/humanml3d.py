@@ -46,7 +46,7 @@ def parse_text_line(line: str) -> tuple[str, float, float] | None:
     return caption, start, end
 
 
-def _folder_id(root: Path, source: str, max_frames: int) -> str:
+def folder_id(root: Path, source: str, max_frames: int) -> str:
     """A stable id of the folder's contents: split lists and statistics (not its location)."""
     digest = hashlib.sha256(f"{source}|{max_frames}".encode())
     for name in ("train.txt", "val.txt", "test.txt", "Mean.npy", "Std.npy"):
@@ -123,5 +123,5 @@ def load_humanml3d(data_cfg: DataConfig, split: str) -> MotionDataset:
         padded[i, :len(features)] = features
         lengths[i] = len(features)
     return MotionDataset(motion_ids=names, features=padded, lengths=lengths, captions=[motions[n][1] for n in names],
-                         params=None, mean=mean, std=std, data_id=_folder_id(root, source, max_frames),
+                         params=None, mean=mean, std=std, data_id=folder_id(root, source, max_frames),
                          skeleton=skeleton)

@@ -34,6 +34,7 @@ from sopo_ray.evaluation import metrics
 from sopo_ray.tracking import MetricsWriter, fit_and_save
 
 KIND = "evaluator"
+OFFICIAL_KIND = "t2m_official"  # the released T2M evaluator, imported by sopo_ray/evaluation/t2m_official.py
 SPECIALS = ("<pad>", "<unk>", "<sos>", "<eos>")
 UNIT = 4  # the two stride-2 convolutions downsample time by 4
 CONTACT_DIMS = 4  # HumanML3D / KIT-ML features end with 4 foot-contact flags, which T2M's evaluator drops
@@ -245,8 +246,13 @@ def train_evaluator(cfg: Config, out_path: str | Path | None = None, progress: b
 
 def load_evaluator(path: str | Path, data_id: str | None = None,
                    device: str | torch.device = "cpu") -> T2MEvaluator:
-    """Load a trained evaluator (kind "evaluator", eval mode); `data_id` refuses one from another dataset."""
-    payload = load_checkpoint(path, KIND, data_id)
+    """Load a trained evaluator (kind "evaluator", or the imported released T2M evaluator, kind "t2m_official",
+    which has the same interface), in eval mode; `data_id` refuses one from another dataset."""
+    payload = load_checkpoint(path, (KIND, OFFICIAL_KIND), data_id)
+    if payload["kind"] == OFFICIAL_KIND:
+        from sopo_ray.evaluation.t2m_official import official_evaluator_from_payload
+
+        return official_evaluator_from_payload(payload).to(device)  # type: ignore[return-value]
     arch = payload["arch"]
     d = arch["feature_dim"]
     model = T2MEvaluator(np.zeros(d), np.ones(d), payload["vocab"], arch["hidden_dim"], arch["latent_dim"])

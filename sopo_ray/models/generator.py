@@ -5,6 +5,10 @@ Two families behind one interface (contract C):
   ([B, T, 263], padding masked);
 - ``mld``: an MLD-style motion VAE whose latent ([B, tokens, latent_dim]) is denoised by the same transformer.
 
+With `model.architecture: mdm_official` the MDM denoiser is the released MDM's, layer for layer
+(`sopo_ray/models/mdm_official.py`); without `model.mask_frames` it always runs on data.max_frames frames, padding
+included, as MDM trains and samples.
+
 Everything outside this module sees un-normalised features; normalisation (dataset mean/std, stored as
 buffers so they travel with the weights) and the VAE happen inside. The frozen text encoder is looked up by name
 in a process-wide cache, so copies of a generator (reference model, Ray actors) do not copy its weights.
@@ -26,6 +30,7 @@ from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.models.denoiser import MotionDenoiser
 from sopo_ray.models.diffusion import GaussianDiffusion, seeded_normal
 from sopo_ray.models.latent import LatentSpace
+from sopo_ray.models.mdm_official import OfficialMDM
 from sopo_ray.models.text_encoder import get_text_encoder, text_encoder_dim
 from sopo_ray.models.vae import MotionVAE
 
@@ -74,8 +79,15 @@ class MotionGenerator(nn.Module):
             channels, seq_len = m.vae_latent_dim, m.vae_latent_tokens
         self.model_channels: int = channels
         self.model_seq_len: int = seq_len
-        self.denoiser = MotionDenoiser(channels, text_dim, m.latent_dim, m.num_layers, m.num_heads, m.ff_dim,
-                                       m.dropout, seq_len, m.frames_per_token if self.kind == "mdm" else 1)
+        self.full_length: bool = m.architecture == "mdm_official" and not m.mask_frames
+        """The denoiser sees all max_frames frames, padding included (the released MDM's training)."""
+        self.denoiser: nn.Module
+        if m.architecture == "mdm_official":
+            self.denoiser = OfficialMDM(channels, text_dim, m.latent_dim, m.num_layers, m.num_heads, m.ff_dim,
+                                        m.dropout, max(seq_len, d.num_timesteps), m.mask_frames)
+        else:
+            self.denoiser = MotionDenoiser(channels, text_dim, m.latent_dim, m.num_layers, m.num_heads, m.ff_dim,
+                                           m.dropout, seq_len, m.frames_per_token if self.kind == "mdm" else 1)
 
     # ------------------------------------------------------------------------------------------------
     # Contract C
@@ -110,11 +122,14 @@ class MotionGenerator(nn.Module):
     def to_model_space(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """Un-normalised [B, T, D] features -> (x0 [B, T', C] in the space the diffusion runs in, mask [B, T']).
 
-        MDM: normalised features with padding zeroed, mask = valid frames. MLD: the VAE posterior mean
-        (scaled to unit variance), mask all True. No gradient flows through this map.
+        MDM: normalised features with padding zeroed, mask = valid frames (padded to max_frames when
+        `full_length`). MLD: the VAE posterior mean (scaled to unit variance), mask all True. No gradient flows
+        through this map.
         """
         features = features.to(self.device, torch.float32)
         lengths = torch.as_tensor(lengths, device=self.device).long()
+        if self.full_length:
+            features = nn.functional.pad(features, (0, 0, 0, self.max_frames - features.shape[1]))
         mask = lengths_to_mask(lengths, features.shape[1])
         x = self.normalize(features) * mask[..., None]
         if self.latent is None:
@@ -159,7 +174,7 @@ class MotionGenerator(nn.Module):
         eta = self.eta if eta is None else eta
         text_emb = text_emb.to(self.device, torch.float32)
         if self.latent is None:
-            mask = lengths_to_mask(lengths, t_max)
+            mask = lengths_to_mask(lengths, self.max_frames if self.full_length else t_max)
         else:
             mask = torch.ones(lengths.shape[0], self.model_seq_len, dtype=torch.bool, device=self.device)
         seq = mask.shape[1]
@@ -203,8 +218,7 @@ class MotionGenerator(nn.Module):
 
     def _decode(self, x0: Tensor, lengths: Tensor, t_max: int) -> Tensor:
         """Model-space sample -> un-normalised features [B, t_max, D], zero past each length."""
-        if self.latent is not None:
-            x0 = self.latent.decode(x0, lengths, t_max)
+        x0 = x0[:, :t_max] if self.latent is None else self.latent.decode(x0, lengths, t_max)
         mask = lengths_to_mask(lengths, t_max)
         return self.denormalize(x0) * mask[..., None]
 

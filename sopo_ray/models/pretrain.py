@@ -187,6 +187,8 @@ class Pretrainer:
         if self.phase == "vae":
             loss, metrics = self.gen.latent.vae.loss(x, lengths, self.cfg.model.vae_kl_weight, rng)
         else:
+            if self.gen.full_length:  # the released MDM's layout trains on all max_frames frames, padding included
+                x = torch.nn.functional.pad(x, (0, 0, 0, self.gen.max_frames - x.shape[1]))
             mask = lengths_to_mask(lengths, x.shape[1])
             t = self.gen.diffusion.sample_timesteps(x.shape[0], rng)
             noise = torch.randn(x.shape, generator=rng)
@@ -273,8 +275,10 @@ def pretrain(cfg: Config, out_dir: str | Path, dataset: Any = None, console: Con
 
 
 def base_dir(cfg: Config) -> Path:
-    """Where `sopo pretrain` writes by default and where the trainer looks: {workdir}/base/{model.kind}."""
-    return Path(cfg.workdir) / "base" / cfg.model.kind
+    """Where `sopo pretrain` writes by default and where the trainer looks: {workdir}/base/{model.kind}
+    ({workdir}/base/mdm_official for the released MDM's architecture)."""
+    official = cfg.model.architecture == "mdm_official"
+    return Path(cfg.workdir) / "base" / (cfg.model.architecture if official else cfg.model.kind)
 
 
 def base_checkpoint(cfg: Config) -> Path:

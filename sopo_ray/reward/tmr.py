@@ -28,6 +28,8 @@ from sopo_ray.models.text_encoder import get_text_encoder, text_encoder_dim
 from sopo_ray.motion.features import root_trajectory
 
 KIND = "reward"
+OFFICIAL_KIND = "tmr_official"  # sopo_ray/reward/tmr_official.py
+KINDS = (KIND, OFFICIAL_KIND)
 
 
 def as_motion_batch(features: Tensor | np.ndarray, lengths: Tensor | np.ndarray | list[int],
@@ -208,7 +210,12 @@ class TMRReward(nn.Module):
 
 
 def reward_from_payload(payload: dict[str, Any]) -> TMRReward:
-    """Rebuild a TMRReward (eval mode) from a loaded checkpoint payload of kind "reward"."""
+    """Rebuild a TMRReward (eval mode) from a loaded checkpoint payload of kind "reward" (or the imported released
+    TMR, kind "tmr_official", which has the same interface)."""
+    if payload["kind"] == OFFICIAL_KIND:
+        from sopo_ray.reward.tmr_official import official_reward_from_payload
+
+        return official_reward_from_payload(payload)  # type: ignore[return-value]
     arch = dict(payload["arch"])
     feature_dim = arch.pop("feature_dim")
     model = TMRReward(torch.zeros(feature_dim), torch.ones(feature_dim), **arch)
@@ -221,5 +228,6 @@ def reward_from_payload(payload: dict[str, Any]) -> TMRReward:
 
 
 def load_reward(path: str | Path, data_id: str | None = None, device: str | torch.device = "cpu") -> TMRReward:
-    """Load a trained reward model (kind "reward"); `data_id` refuses one trained on another dataset."""
-    return reward_from_payload(load_checkpoint(path, KIND, data_id)).to(device)
+    """Load a trained reward model (kind "reward", or an imported released TMR); `data_id` refuses one trained on
+    another dataset."""
+    return reward_from_payload(load_checkpoint(path, KINDS, data_id)).to(device)
