@@ -115,20 +115,36 @@ def retrieval_metrics(model: TMRReward, dataset: MotionDataset, seed: int = 0) -
     return out
 
 
+MAX_COUNTERFACTUALS = 2
+"""Counterfactuals kept per caption (drawn once, seeded): enough variety, and the sentence encoder embeds ~3x the
+train captions instead of ~5x."""
+
+
 class TrainingPairs:
     """The reward's training pool: every train motion with its captions, optionally each beside its left-right
-    mirror with the mirrored captions, and the counterfactuals of every caption, all embedded once."""
+    mirror with the mirrored captions, and up to two counterfactuals of every caption, all embedded once (and
+    kept in the sentence-embedding cache file `cache`, if given, for the next training)."""
 
-    def __init__(self, train: MotionDataset, rcfg: RewardConfig, encoder: str) -> None:
+    def __init__(self, train: MotionDataset, rcfg: RewardConfig, encoder: str, cache: Path | None = None) -> None:
         self.features, self.lengths = [train.features], train.lengths
         captions = [list(c) for c in train.captions]
         if rcfg.mirror:
             self.features.append(mirror_features(train.features))
             captions += [[mirror_caption(c) for c in caps] for caps in train.captions]
         texts = sorted({c for caps in captions for c in caps})
-        hard = {c: counterfactuals(c) for c in texts} if rcfg.counterfactual_negatives else {}
+        rng = np.random.default_rng(rcfg.seed)
+        hard = {}
+        if rcfg.counterfactual_negatives:
+            for c in texts:
+                options = counterfactuals(c)
+                keep = rng.permutation(len(options))[:MAX_COUNTERFACTUALS]
+                hard[c] = [options[i] for i in sorted(keep)]
         self.texts = sorted(set(texts).union(*hard.values()))
-        self.table = get_text_encoder(encoder).encode(self.texts)
+        text_encoder = get_text_encoder(encoder)
+        known = text_encoder.load_cache(cache) if cache is not None else 0
+        self.table = text_encoder.encode(self.texts)
+        if cache is not None and text_encoder.cache_size > known:
+            text_encoder.save_cache(cache)
         index = {c: i for i, c in enumerate(self.texts)}
         self.caption_ids = [[index[c] for c in caps] for caps in captions]
         self.hard_ids = {index[c]: [index[h] for h in hs] for c, hs in hard.items()}
@@ -153,14 +169,16 @@ class TrainingPairs:
 
 
 def fit_reward(train: MotionDataset, val: MotionDataset | None, rcfg: RewardConfig,
-               log: MetricsWriter | None = None, progress: bool = True) -> tuple[TMRReward, dict[str, float]]:
-    """Train a TMRReward on `train` (statistics included) and return it in eval mode with its last metrics."""
+               log: MetricsWriter | None = None, progress: bool = True,
+               text_cache: Path | None = None) -> tuple[TMRReward, dict[str, float]]:
+    """Train a TMRReward on `train` (statistics included) and return it in eval mode with its last metrics.
+    `text_cache`: a sentence-embedding cache file shared by trainings on the same captions."""
     torch.manual_seed(rcfg.seed)
     rng = np.random.default_rng(rcfg.seed)
     mean, std = feature_statistics(train.features, train.lengths)
     model = TMRReward(mean, std, rcfg.latent_dim, rcfg.num_layers, rcfg.num_heads, dropout=rcfg.dropout,
                       frames_per_token=rcfg.frames_per_token, trajectory=rcfg.trajectory)
-    pairs = TrainingPairs(train, rcfg, model.text_encoder_name)
+    pairs = TrainingPairs(train, rcfg, model.text_encoder_name, text_cache)
 
     opt = torch.optim.AdamW(model.parameters(), lr=rcfg.lr, weight_decay=0.01)
     warmup = max(1, min(100, rcfg.steps // 10))
@@ -198,4 +216,6 @@ def train_reward(cfg: Config, out_path: str | Path | None = None, progress: bool
     """Train the reward model on `cfg.data`'s train split; write `{workdir}/reward/reward.pt` (or `out_path`)
     and its metrics JSONL beside it. Returns the checkpoint path."""
     out = Path(out_path) if out_path is not None else Path(cfg.workdir) / "reward" / "reward.pt"
-    return fit_and_save(cfg, out, KIND, lambda train, val, log: fit_reward(train, val, cfg.reward, log, progress))
+    cache = Path(cfg.workdir) / "cache" / f"reward_text_{cfg.model.text_encoder}.pt"
+    return fit_and_save(cfg, out, KIND, lambda train, val, log: fit_reward(train, val, cfg.reward, log, progress,
+                                                                           cache))
