@@ -1,4 +1,5 @@
-"""What the driver shows and logs about a running pipeline: namespaced metric records and the rich live view.
+"""What the driver shows and logs about a running pipeline: namespaced metric records and the rich live view
+(on a terminal) or one complete progress line per update (anywhere else).
 
 Records (JSONL, one per line, `event` says which kind):
 - `step`: one per learner step, from the learner (loss/*, reward/*, timing/*, health/staleness, idle fractions);
@@ -98,11 +99,25 @@ class LiveView:
         return Panel(Group(*parts), title=self.title)
 
     def line(self) -> str:
-        """One plain progress line (for logs and non-interactive terminals)."""
+        """One complete progress line (logs, pipes, job logs): elapsed time, learner, then pipeline fields."""
         s, p = self.step, self.pipeline
-        text = (f"step {s.get('step', 0)}/{self.total_steps} v{s.get('version', 0)} loss {_fmt(s.get('loss/loss'))} "
-                f"r(x^l) {_fmt(s.get('reward/x_l'))} learner-idle {_fmt(s.get('health/learner_idle_frac_total'), 2)}")
+        parts = [f"[{clock(time.time() - self.started)}] step {s.get('step', 0)}/{self.total_steps} "
+                 f"v{s.get('version', 0)}",
+                 f"loss {_fmt(s.get('loss/loss'))} r(x^l) {_fmt(s.get('reward/x_l'))} "
+                 f"learner-idle {_fmt(s.get('health/learner_idle_frac_total'), 2)}"]
         if self.uses_rollouts and p:
-            text += (f" | queue {p.get('queue/size')}/{p.get('queue/capacity')} in {_fmt(p.get('queue/in_per_s'), 2)}/s"
-                     f" rollout-idle {_fmt(p.get('health/rollout_idle_frac'), 2)}")
-        return text
+            dropped = sum(v for k, v in p.items() if k.startswith("queue/dropped_") and isinstance(v, int))
+            parts.append(f"queue {p.get('queue/size')}/{p.get('queue/capacity')} "
+                         f"in {_fmt(p.get('queue/in_per_s'), 2)}/s out {_fmt(p.get('queue/out_per_s'), 2)}/s "
+                         f"dropped {dropped} rollout-idle {_fmt(p.get('health/rollout_idle_frac'), 2)}")
+        return " | ".join(parts)
+
+
+def clock(seconds: float) -> str:
+    """`42s`, `3m05s`, `1h02m`."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

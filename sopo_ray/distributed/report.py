@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import ray
 from rich.console import Console
-from rich.table import Table
 
 from sopo_ray.config import Config
+from sopo_ray.console import print_table
+from sopo_ray.distributed.summary import results_table
 from sopo_ray.tracking import read_metrics
 
 
@@ -56,14 +57,8 @@ def evaluate_and_report(cfg: Config, art: Any, policy_path: Path, run_dir: Path,
     rows = {name: ray.get(ref) for name, ref in refs.items()}
     deltas = {k: rows["aligned"][k][0] - rows["base"][k][0] for k in COLUMNS if k in rows["base"]}
 
-    table = Table(title=f"test split, mean ± 95% CI over {cfg.evaluator.replications} replications (seed {cfg.seed})")
-    table.add_column("model")
-    for key in COLUMNS:
-        table.add_column(HEADERS[key], justify="right")
-    for name, row in rows.items():
-        table.add_row(name, *(format_cell(row.get(key)) for key in COLUMNS))
-    table.add_row("Δ aligned-base", *(f"{deltas[k]:+.3f}" if k in deltas else "-" for k in COLUMNS))
-    console.print(table)
+    print_table(console, results_table(rows, f"test split, mean ± 95% CI over {cfg.evaluator.replications} "
+                                             f"replications (seed {cfg.seed})"))
 
     report = {"objective": cfg.objective.name, "steps": cfg.schedule.total_steps, "seed": cfg.seed,
               "checkpoints": {k: str(v) for k, v in paths.items()},
@@ -80,7 +75,6 @@ def evaluate_and_report(cfg: Config, art: Any, policy_path: Path, run_dir: Path,
     lines += ["", "![pipeline dashboard](dashboard.png)", ""]
     (run_dir / "report.md").write_text("\n".join(lines))
     plot_dashboard(run_dir / "metrics.jsonl", run_dir / "dashboard.png")
-    console.print(f"wrote {run_dir / 'report.md'}, report.json and dashboard.png")
     return report
 
 
