@@ -337,7 +337,11 @@ class Driver:
                     last_line = now
                     self.console.print(self.view.line(), highlight=False)
                 thread.join(timeout=0.5)
-        self._drain()
+            self._drain()
+            self.view.message = ("learners failed" if self.fit_error is not None
+                                 else "stopped" if self.stop_signal else "learners finished")
+            if live is not None:
+                live.update(self.view.render())
         if not live_ok:
             self.console.print(self.view.line(), highlight=False)
 
