@@ -91,6 +91,17 @@ def test_the_progress_line_is_one_complete_line_with_learner_and_pipeline_fields
                         r"in 16\.53/s out 2\.10/s dropped 3 rollout-idle 0\.08\n", line), line
 
 
+def test_progress_lines_come_every_10_s_and_once_more_at_the_end_only_with_news():
+    view = LiveView("run", 6, uses_rollouts=False)
+    t0 = view.started
+    assert view.log_line(t0 + 1).startswith("[1s] step 0/6 v0")
+    assert view.log_line(t0 + 5) is None                                  # not due yet
+    assert view.log_line(t0 + 11).startswith("[11s] step 0/6")          # a heartbeat, same fields
+    assert view.log_line(t0 + 12, final=True) is None                   # the last line said it all
+    view.step = {"step": 6, "version": 3, "loss/loss": 0.69}
+    assert view.log_line(t0 + 13, final=True).startswith("[13s] step 6/6 v3 | loss 0.690")
+
+
 def batch(name: str, pid: int, *lines: str, **extra) -> dict:
     """A batch of worker lines as Ray's log monitor hands it to the driver's dispatcher."""
     return {"ip": "10.0.0.2", "localhost": "10.0.0.2", "pid": pid, "job": "01000000", "is_err": True,

@@ -319,7 +319,7 @@ class Driver:
 
     def _monitor(self, thread: threading.Thread) -> None:
         live_ok = self.cfg.schedule.live_view and self.console.is_terminal
-        last_pipeline, last_line, stop_sent = 0.0, 0.0, False
+        last_pipeline, stop_sent = 0.0, False
         with Live(self.view.render(), console=self.console, refresh_per_second=2) if live_ok \
                 else contextlib.nullcontext() as live:
             while thread.is_alive():
@@ -333,17 +333,16 @@ class Driver:
                     self._watch_pipeline()
                 if live is not None:
                     live.update(self.view.render())
-                elif now - last_line >= 10.0:
-                    last_line = now
-                    self.console.print(self.view.line(), highlight=False)
+                elif (line := self.view.log_line(now)) is not None:
+                    self.console.print(line, highlight=False)
                 thread.join(timeout=0.5)
             self._drain()
             self.view.message = ("learners failed" if self.fit_error is not None
                                  else "stopped" if self.stop_signal else "learners finished")
             if live is not None:
                 live.update(self.view.render())
-        if not live_ok:
-            self.console.print(self.view.line(), highlight=False)
+        if not live_ok and (line := self.view.log_line(time.time(), final=True)) is not None:
+            self.console.print(line, highlight=False)
 
     def _drain(self) -> None:
         for record in ray.get(self.store.drain.remote()):

@@ -19,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 PIPELINE_EVERY_S = 2.0
+LINE_EVERY_S = 10.0  # progress lines off a terminal
 
 
 def pipeline_record(stats: dict[str, Any], faults: dict[str, int]) -> dict[str, Any]:
@@ -68,6 +69,7 @@ class LiveView:
         self.pipeline: dict[str, Any] = {}
         self.started = time.time()
         self.message = "starting"
+        self._last_time, self._last_fields = -LINE_EVERY_S, ""
 
     def render(self) -> Panel:
         """The live panel: progress, learner, rollout, queue and health sections."""
@@ -98,11 +100,22 @@ class LiveView:
         parts.append(self.message)
         return Panel(Group(*parts), title=self.title)
 
-    def line(self) -> str:
+    def line(self, now: float | None = None) -> str:
         """One complete progress line (logs, pipes, job logs): elapsed time, learner, then pipeline fields."""
+        return f"[{clock((time.time() if now is None else now) - self.started)}] {self._fields()}"
+
+    def log_line(self, now: float, final: bool = False) -> str | None:
+        """The progress line when one is due: every LINE_EVERY_S, and at the end unless the last one said it."""
+        fields = self._fields()
+        due = fields != self._last_fields if final else now - self._last_time >= LINE_EVERY_S
+        if not due:
+            return None
+        self._last_time, self._last_fields = now, fields
+        return self.line(now)
+
+    def _fields(self) -> str:
         s, p = self.step, self.pipeline
-        parts = [f"[{clock(time.time() - self.started)}] step {s.get('step', 0)}/{self.total_steps} "
-                 f"v{s.get('version', 0)}",
+        parts = [f"step {s.get('step', 0)}/{self.total_steps} v{s.get('version', 0)}",
                  f"loss {_fmt(s.get('loss/loss'))} r(x^l) {_fmt(s.get('reward/x_l'))} "
                  f"learner-idle {_fmt(s.get('health/learner_idle_frac_total'), 2)}"]
         if self.uses_rollouts and p:
