@@ -133,17 +133,28 @@ def test_quiet_ray_output_goes_to_the_log_file_and_each_distinct_line_once_to_th
         dispatcher.emit(batch("PlacementGroupCleaner", 13, "Failed to query actor 0a1b2c state (try 2)."))
         dispatcher.emit(batch("RayTrainWorker", 14, report, ip="10.0.0.3"))
         dispatcher.emit(batch("", "autoscaler", "Resized to 4 CPUs."))
-    assert out.getvalue().splitlines() == ["ray ReplayQueue: x.py:468: RayDeprecationWarning: use get_actor_id()",
-                                           "ray ReplayQueue:   call()",
-                                           "ray PlacementGroupCleaner: Failed to query actor 0a1b2c state (try 1)."]
-    logged = (tmp_path / "logs" / "ray.log").read_text().splitlines()
+        dispatcher.emit(batch("TrainController", 15, "Exception in thread Monitor:", "Traceback (most recent call "
+                              "last):", '  File "a.py", line 3, in run', "    self.run()"))
+        dispatcher.emit(batch("TrainController", 15, '  File "b.py", line 9, in get', "    raise ConnectionError(",
+                              "ConnectionError: Found multiple active Ray instances"))
+    log_path = tmp_path / "logs" / "ray.log"
+    assert out.getvalue().splitlines() == [
+        "ray ReplayQueue: x.py:468: RayDeprecationWarning: use get_actor_id()", "ray ReplayQueue:   call()",
+        "ray PlacementGroupCleaner: Failed to query actor 0a1b2c state (try 1).",
+        "ray TrainController: Exception in thread Monitor:",
+        f"ray TrainController: ConnectionError: Found multiple active Ray instances  (traceback in {log_path})"]
+    logged = log_path.read_text().splitlines()
     assert logged[0].startswith("# ") and "quiet" in logged[0]
     assert [line.split(" ", 1)[1] for line in logged[1:]] == [
         "(ReplayQueue pid=12) x.py:468: RayDeprecationWarning: use get_actor_id()", "(ReplayQueue pid=12)   call()",
         "(PlacementGroupCleaner pid=13) Failed to query actor 0a1b2c state (try 1).",
         "(PlacementGroupCleaner pid=13) Failed to query actor 0a1b2c state (try 2).",
-        f"(RayTrainWorker pid=14, ip=10.0.0.3) {report}"]
-    assert (output.lines, output.shown, output.hidden) == (5, 3, 2)
+        f"(RayTrainWorker pid=14, ip=10.0.0.3) {report}", "(TrainController pid=15) Exception in thread Monitor:",
+        "(TrainController pid=15) Traceback (most recent call last):",
+        '(TrainController pid=15)   File "a.py", line 3, in run', "(TrainController pid=15)     self.run()",
+        '(TrainController pid=15)   File "b.py", line 9, in get', "(TrainController pid=15)     raise ConnectionError(",
+        "(TrainController pid=15) ConnectionError: Found multiple active Ray instances"]
+    assert (output.lines, output.shown, output.hidden) == (12, 5, 7)
     assert [b["pid"] for b in ray_printed] == ["autoscaler"]            # autoscaler events: Ray's own printer
     names = [name for name, _ in dispatcher.handlers]
     assert names.count(RAY_PRINTER) == 1 and OUR_PRINTER not in names   # Ray's printer is back

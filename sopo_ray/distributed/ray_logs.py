@@ -10,8 +10,8 @@ with every metric) and per checkpoint. With `log.verbose` off (the default):
   is recognised by its text (`TRAIN_INFO`) and kept off the console; each report's metrics are in metrics.jsonl.
 - `RayOutput` takes the place of Ray's printer on the driver: every streamed line goes to `<run>/logs/ray.log`
   with its time and source; the console shows each distinct line once (numbers ignored, like Ray's own
-  deduplication), behind a short `ray <Actor>:` tag. Autoscaler events still go through Ray's printer (its raw
-  status dumps are not kept).
+  deduplication), behind a short `ray <Actor>:` tag; of a traceback only the exception it ends with.
+  Autoscaler events still go through Ray's printer (its raw status dumps are not kept).
 - The driver's own Ray logger is set to WARNING ("Started a local Ray instance" and similar stay quiet).
 
 With `log.verbose` on, Ray prints as it always does (and the log file is still written).
@@ -82,6 +82,7 @@ class RayOutput:
         self.lines = 0          # lines written to the log file
         self.shown = 0          # lines shown on the console (quiet mode)
         self._seen: set[str] = set()
+        self._in_traceback: set[Any] = set()  # processes whose traceback is being streamed
         self._lock = threading.Lock()
         self._ray_printer: tuple[str, Any] | None = None
         self._fh: Any = None
@@ -135,15 +136,31 @@ class RayOutput:
             self.lines += len(lines)
             if self.verbose:
                 return
-            for line in lines:
+            for line in self._console_lines(data.get("pid"), lines):
                 key = canonical(line) or line
-                if not TRAIN_INFO.match(line) and key not in self._seen:
+                if key not in self._seen:
                     self._seen.add(key)
                     show.append(line)
             self.shown += len(show)
         name = data.get("actor_name") or data.get("task_name") or str(data.get("pid"))
         for line in show:
             self.console.print(f"[dim]ray {escape(name)}:[/] {escape(line)}", highlight=False)
+
+    def _console_lines(self, pid: Any, lines: list[str]) -> list[str]:
+        """The lines worth the console: not Ray Train's per-report line, and of a traceback only the exception
+        it ends with (its frames stay in the log file; a traceback may span batches of one process)."""
+        out = []
+        for line in lines:
+            if line.startswith("Traceback (most recent call last)"):
+                self._in_traceback.add(pid)
+            elif pid in self._in_traceback and line[:1].isspace():
+                continue
+            elif pid in self._in_traceback:
+                self._in_traceback.discard(pid)
+                out.append(f"{line}  (traceback in {self.path})")
+            elif not TRAIN_INFO.match(line):
+                out.append(line)
+        return out
 
     def where(self) -> str:
         """One line for the end-of-run summary."""
