@@ -72,7 +72,7 @@ def print_summary(console: Console, run_dir: Path, *, objective: str, steps: int
     """Where the run, policy, report, dashboard, metrics, trackers and Ray's log are; the headline deltas."""
     from sopo_ray.commands.evaluate import HEADERS
 
-    entries = [("run", f"{run_dir}  ({objective}, {steps} steps in {clock(elapsed_s)})")]
+    entries = [("run", f"{run_dir}  ({objective}, {steps} steps, {clock(elapsed_s)} in all)")]
     if policy is not None:
         entries.append(("policy", str(policy)))
     if report is not None:
