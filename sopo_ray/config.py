@@ -469,6 +469,33 @@ class PretrainedConfig(Section):
         return self
 
 
+class LogConfig(Section):
+    verbose: bool = False
+    """Show Ray's own output on the console as Ray prints it: Ray Train's INFO lines (per-report, checkpoint),
+    worker log prefixes, every repeat. Off: Ray Train logs at WARNING, every line Ray streams goes to
+    <run>/logs/ray.log and the console shows each distinct one once. `--verbose` sets it."""
+    tensorboard: bool = False
+    """Write the run's metrics and config to TensorBoard event files in <run>/tensorboard
+    (`pip install 'sopo_ray[tensorboard]'`)."""
+    wandb: bool = False
+    """Log the run's metrics and config to Weights & Biases, files under <run>/wandb
+    (`pip install 'sopo_ray[wandb]'`)."""
+    wandb_mode: Literal["offline", "online"] = "offline"
+    """offline: no network, upload later with `wandb sync <run>/wandb/offline-run-*`; online: stream to the
+    W&B server (needs `wandb login`)."""
+    wandb_project: str = "sopo_ray"
+    """W&B project the run is logged to."""
+    wandb_entity: str | None = None
+    """W&B team or user (None: the logged-in user's default)."""
+
+    @field_validator("wandb_project")
+    @classmethod
+    def _project_named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("wandb_project must not be empty")
+        return value
+
+
 class Config(Section):
     name: str = "sopo"
     """Run name; the run directory defaults to runs/<name>-<time>."""
@@ -493,6 +520,7 @@ class Config(Section):
     cluster: ClusterConfig = ClusterConfig()
     experiment: ExperimentConfig = ExperimentConfig()
     pretrained: PretrainedConfig = PretrainedConfig()
+    log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
     def _pretrained_fits(self) -> Config:

@@ -30,6 +30,14 @@ def add_run_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", default=None, metavar="RUN_DIR",
                         help="continue a stopped run from its newest checkpoint (uses RUN_DIR/config.yaml; --set "
                              "still applies, e.g. to extend schedule.total_steps)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's own output on the console (Ray Train's INFO lines, worker prefixes, repeats); "
+                             "same as --set log.verbose=true")
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The `--set` overrides, then `log.verbose=true` for `--verbose`."""
+    return [*args.overrides, *(["log.verbose=true"] if args.verbose else [])]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,9 +52,9 @@ def run(args: argparse.Namespace) -> int:
                               "(runs/<name>-<time>)")
         if args.config:
             raise ConfigError("--resume uses the run's own config.yaml; drop --config (use --set to change keys)")
-        cfg = load_config(run_dir / "config.yaml", args.overrides)
+        cfg = load_config(run_dir / "config.yaml", config_overrides(args))
     else:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, config_overrides(args))
         run_dir = Path(args.output_dir or cfg.output_dir or default_run_dir(cfg))
     if os.environ.get("RAY_JOB_ID") and not run_dir.is_absolute():
         print(f"warning: inside a Ray job the run directory {run_dir} lies in the job's temporary working dir; "

@@ -1,13 +1,17 @@
-"""Structured metrics: one JSON object per line, `{step, time, ...}`, easy to plot or load with pandas."""
+"""Structured metrics: one JSON object per line, `{step, time, ...}`, easy to plot or load with pandas.
+
+A MetricsWriter can also hand each record to experiment trackers (TensorBoard, W&B: `sopo_ray.trackers`), so
+they see exactly what metrics.jsonl holds.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 
 def _clean(value: Any) -> Any:
@@ -23,22 +27,38 @@ def _clean(value: Any) -> Any:
     return value
 
 
-class MetricsWriter:
-    """Appends metric records to a JSONL file, flushing each line so a crash loses nothing written."""
+class Tracker(Protocol):
+    """Something that follows a run's metric records (an experiment tracker)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def log(self, step: int, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MetricsWriter:
+    """Appends metric records to a JSONL file, flushing each line so a crash loses nothing written, and hands
+    each record to `trackers` (closed with the writer)."""
+
+    def __init__(self, path: str | Path, trackers: Sequence[Tracker] = ()) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open for the run
         self._t0 = time.time()
+        self.trackers = list(trackers)
 
     def log(self, step: int, **metrics: Any) -> dict[str, Any]:
         record = {"step": int(step), "time": round(time.time() - self._t0, 3), **_clean(metrics)}
         self._fh.write(json.dumps(record) + "\n")
+        for tracker in self.trackers:
+            tracker.log(record["step"], record)
         return record
 
     def close(self) -> None:
+        """Close the file and the trackers; closing again does nothing."""
         self._fh.close()
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            tracker.close()
 
     def __enter__(self) -> MetricsWriter:
         return self

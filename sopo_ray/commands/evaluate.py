@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from sopo_ray.cli import add_config_args
 from sopo_ray.config import Config, config_to_dict, load_config, with_overrides
+from sopo_ray.console import make_console, print_table
 from sopo_ray.errors import CheckpointError
 
 HEADERS = {"R@1": "R@1 ↑", "R@2": "R@2 ↑", "R@3": "R@3 ↑", "FID": "FID ↓", "MM-Dist": "MM-Dist ↓",
@@ -78,9 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from sopo_ray.models.generator import load_generator
     from sopo_ray.reward.tmr import load_reward
 
-    console = Console()
-    if not console.is_terminal:  # logs and pipes: print the whole table instead of 80 truncated columns
-        console = Console(width=200)
+    console = make_console()
     generators = [load_generator(path) for path in args.checkpoint]
     cfg = resolve_config(args, generators[0][1] if generators else None)
     if cfg.torch_threads:
@@ -117,12 +115,12 @@ def run(args: argparse.Namespace) -> int:
             timings[path] = round(time.time() - start, 1)
         table = Table(title=f"{split} split: mean ± 95% CI over {cfg.evaluator.replications} replications "
                             f"(seed {args.seed}, {cfg.diffusion.sample_steps} sampling steps)")
-        table.add_column("Model", overflow="fold")
+        table.add_column("Model", no_wrap=True)
         for key in COLUMNS:
             table.add_column(HEADERS[key], justify="right", no_wrap=True)
         for name, row in rows.items():
             table.add_row(name, *(format_cell(row.get(key)) for key in COLUMNS))
-        console.print(table)
+        print_table(console, table)  # every cell whole, whatever the terminal's (or log's) width
         results[split] = {"seconds": timings, "motions": len(dataset),
                           "rows": {name: {k: {"mean": v[0], "ci95": v[1]} for k, v in row.items()}
                                    for name, row in rows.items()}}

@@ -135,13 +135,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def connect(cluster_cfg: ClusterConfig, *, namespace: str | None = None) -> dict[str, Any]:
+def connect(cluster_cfg: ClusterConfig, *, namespace: str | None = None,
+            logging_level: int = logging.INFO) -> dict[str, Any]:
     """Start a local Ray or join a cluster; return a summary (address, nodes, CPUs, GPUs, dashboard URL).
 
     Joins `cluster_cfg.address` (`auto`: the cluster of `ray job submit` or of `ray start` here), else RAY_ADDRESS
     when set, else starts a fresh local Ray with `num_cpus` and the dashboard on `dashboard_host`.
     An already initialised Ray in this process (a notebook, the test fixture, a second call) is reused as is.
-    Unreachable addresses raise `ClusterError` within `cluster_cfg.connect_timeout_s`.
+    Unreachable addresses raise `ClusterError` within `cluster_cfg.connect_timeout_s`. `logging_level` is the
+    driver's own Ray logger's (the trainer passes WARNING unless log.verbose).
     """
     if ray.is_initialized():
         return _summary(started_local=False, dashboard_url=None)
@@ -157,6 +159,7 @@ def connect(cluster_cfg: ClusterConfig, *, namespace: str | None = None) -> dict
             dashboard_host=cluster_cfg.dashboard_host,
             namespace=namespace,
             runtime_env={"env_vars": dict(OFFLINE_ENV)},
+            logging_level=logging_level,
         )
         url = context.dashboard_url or None
         return _summary(started_local=True, dashboard_url=f"http://{url}" if url else None)
@@ -169,7 +172,7 @@ def connect(cluster_cfg: ClusterConfig, *, namespace: str | None = None) -> dict
         host, port = _split_host_port(target)
         _probe(target, host, port, cluster_cfg.connect_timeout_s)
     try:
-        ray.init(address=target, namespace=namespace)
+        ray.init(address=target, namespace=namespace, logging_level=logging_level)
     except AuthenticationError:
         raise ClusterError(
             f"the Ray cluster at {target} uses token authentication and this machine has no (or another) token; "

@@ -34,18 +34,21 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from rich.console import Console
 from rich.live import Live
 
-from sopo_ray import artifacts
+from sopo_ray import artifacts, trackers
 from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
 from sopo_ray.config import Config, config_to_dict, with_absolute_paths
+from sopo_ray.console import make_console
 from sopo_ray.distributed import cluster
 from sopo_ray.distributed.group import RolloutGroup, caption_table
 from sopo_ray.distributed.learner import LEARNER_FILE, PIPELINE_FILE, train_loop_per_worker
 from sopo_ray.distributed.monitor import PIPELINE_EVERY_S, LiveView, pipeline_record
 from sopo_ray.distributed.pool import RolloutPool
+from sopo_ray.distributed.ray_logs import RAY_LOG, RayOutput, driver_log_level, train_logging
 from sopo_ray.distributed.replay_queue import ReplayQueue
 from sopo_ray.distributed.rollout import RolloutWorker
 from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.distributed.storage import RunStorage, local_copy
+from sopo_ray.distributed.summary import eval_record, print_summary
 from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.tracking import MetricsWriter
 
@@ -58,7 +61,8 @@ class Driver:
     def __init__(self, cfg: Config, run_dir: Path, *, resume: bool = False, console: Console | None = None,
                  worker_cls: type = RolloutWorker) -> None:
         self.cfg, self.run_dir, self.resume = cfg, Path(run_dir), resume
-        self.console = console or Console()
+        self.console = console or make_console()
+        self.started, self.start_step = time.time(), 0
         self.worker_cls = worker_cls
         self.objective = cfg.objective.name
         self.pool: RolloutPool | None = None
@@ -77,12 +81,17 @@ class Driver:
 
     def run(self) -> int:
         """Run (or resume) the alignment; 0 when it finished, 128+signal when stopped, 1 when it failed."""
+        with contextlib.ExitStack() as self.exits:  # metrics, trackers and Ray's log file close however it ends
+            return self._run()
+
+    def _run(self) -> int:
         cfg, s = self.cfg, self.cfg.schedule
         # Everything that can refuse the run comes first, so a refused run leaves no run directory behind.
         # Paths are made absolute first: actors start elsewhere, and a resumed run reads them from config.yaml.
         cfg = self.cfg = with_absolute_paths(cfg)
+        trackers.check_available(cfg.log)
         art = artifacts.resolve(cfg, self.console, need_evaluator=s.final_eval)
-        info = cluster.connect(cfg.cluster)
+        info = cluster.connect(cfg.cluster, logging_level=driver_log_level(cfg.log.verbose))
         placement = cluster.check_resources(cfg)
         self.use_gpu = placement["use_gpu"]
         if cfg.cluster.rollout_resource and not cfg.cluster.learner_resource:
@@ -98,8 +107,12 @@ class Driver:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
+        self.exits.callback(self.metrics.close)
+        self.ray_output = self.exits.enter_context(RayOutput(self.run_dir / RAY_LOG, self.console, cfg.log.verbose))
         self.console.print(f"run directory: [bold]{self.run_dir}[/]")
         self._start_services(art)
+        self.metrics.trackers += trackers.open_trackers(cfg, self.run_dir, resume=self.resume,
+                                                        start_step=self.start_step)
         pairs_ref = self._offline_pairs(art) if self.objective == "offline_dpo" else None
         if self.objective in ONLINE:
             self._start_pool()
@@ -113,7 +126,8 @@ class Driver:
         self.metrics.log(status.get("step", 0), event="run", state=status["state"], message=status["message"],
                          **{f"health/{k}": v for k, v in self._fault_counts().items()})
         if self.fit_error is not None:
-            self.console.print(f"[red]error:[/] the learners failed: {str(self.fit_error).splitlines()[0]}")
+            self.console.print(f"[red]error:[/] the learners failed: {str(self.fit_error).splitlines()[0]} "
+                               f"(Ray's output: {self.ray_output.path})")
             return 1
         if self.failure:
             self._save_policy(art)
@@ -127,11 +141,15 @@ class Driver:
             self.console.print(f"stopped at step {status.get('step')}; final checkpoint written. Continue with:\n"
                                f"  python -m sopo_ray.run --resume {self.run_dir}")
             return 128 + (self.stop_signal or signal.SIGINT)
+        report = None
         if s.final_eval:
             from sopo_ray.distributed.report import evaluate_and_report
 
-            evaluate_and_report(cfg, art, policy_path, self.run_dir, self.console)
-        self.metrics.close()
+            report = evaluate_and_report(cfg, art, policy_path, self.run_dir, self.console)
+            self.metrics.log(status.get("step", 0), event="eval", **eval_record(report))
+        print_summary(self.console, self.run_dir, objective=self.objective, steps=status.get("step"),
+                      elapsed_s=time.time() - self.started, policy=policy_path, report=report,
+                      trackers=self.metrics.trackers, ray_log=self.ray_output.where())
         return 0
 
     # ------------------------------------------------------------------------------------------------
@@ -185,6 +203,7 @@ class Driver:
                 groups = [RolloutGroup.from_state(g) for g in pipeline["groups"]]
             ray.get(self.queue.restore.remote(pipeline["queue"], groups, "resume"))
         policy = {k: v.numpy() for k, v in learner["state"]["policy"].items()}
+        self.start_step = int(learner["step"])
         ray.get(self.store.publish.remote(int(learner["version"]), int(learner["step"]), policy))
         self.console.print(f"resuming from {folder} (step {learner['step']}, version {learner['version']})")
 
@@ -259,7 +278,8 @@ class Driver:
                                                                                                  self.use_gpu)),
             run_config=RunConfig(name=session, storage_path=self.storage.root,
                                  failure_config=FailureConfig(max_failures=s.max_learner_failures),
-                                 checkpoint_config=CheckpointConfig(num_to_keep=s.checkpoints_to_keep)))
+                                 checkpoint_config=CheckpointConfig(num_to_keep=s.checkpoints_to_keep),
+                                 logging_config=train_logging(cfg.log.verbose)))
 
         def fit() -> None:
             try:
@@ -297,7 +317,7 @@ class Driver:
 
     def _monitor(self, thread: threading.Thread) -> None:
         live_ok = self.cfg.schedule.live_view and self.console.is_terminal
-        last_pipeline, last_line, stop_sent = 0.0, 0.0, False
+        last_pipeline, stop_sent = 0.0, False
         with Live(self.view.render(), console=self.console, refresh_per_second=2) if live_ok \
                 else contextlib.nullcontext() as live:
             while thread.is_alive():
@@ -311,11 +331,16 @@ class Driver:
                     self._watch_pipeline()
                 if live is not None:
                     live.update(self.view.render())
-                elif now - last_line >= 10.0:
-                    last_line = now
-                    self.console.print(self.view.line(), highlight=False)
+                elif (line := self.view.log_line(now)) is not None:
+                    self.console.print(line, highlight=False)
                 thread.join(timeout=0.5)
-        self._drain()
+            self._drain()
+            self.view.message = ("learners failed" if self.fit_error is not None
+                                 else "stopped" if self.stop_signal else "learners finished")
+            if live is not None:
+                live.update(self.view.render())
+        if not live_ok and (line := self.view.log_line(time.time(), final=True)) is not None:
+            self.console.print(line, highlight=False)
 
     def _drain(self) -> None:
         for record in ray.get(self.store.drain.remote()):

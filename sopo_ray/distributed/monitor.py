@@ -1,4 +1,5 @@
-"""What the driver shows and logs about a running pipeline: namespaced metric records and the rich live view.
+"""What the driver shows and logs about a running pipeline: namespaced metric records and the rich live view
+(on a terminal) or one complete progress line per update (anywhere else).
 
 Records (JSONL, one per line, `event` says which kind):
 - `step`: one per learner step, from the learner (loss/*, reward/*, timing/*, health/staleness, idle fractions);
@@ -18,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 PIPELINE_EVERY_S = 2.0
+LINE_EVERY_S = 10.0  # progress lines off a terminal
 
 
 def pipeline_record(stats: dict[str, Any], faults: dict[str, int]) -> dict[str, Any]:
@@ -67,6 +69,7 @@ class LiveView:
         self.pipeline: dict[str, Any] = {}
         self.started = time.time()
         self.message = "starting"
+        self._last_time, self._last_fields = -LINE_EVERY_S, ""
 
     def render(self) -> Panel:
         """The live panel: progress, learner, rollout, queue and health sections."""
@@ -97,12 +100,37 @@ class LiveView:
         parts.append(self.message)
         return Panel(Group(*parts), title=self.title)
 
-    def line(self) -> str:
-        """One plain progress line (for logs and non-interactive terminals)."""
+    def line(self, now: float | None = None) -> str:
+        """One complete progress line (logs, pipes, job logs): elapsed time, learner, then pipeline fields."""
+        return f"[{clock((time.time() if now is None else now) - self.started)}] {self._fields()}"
+
+    def log_line(self, now: float, final: bool = False) -> str | None:
+        """The progress line when one is due: every LINE_EVERY_S, and at the end unless the last one said it."""
+        fields = self._fields()
+        due = fields != self._last_fields if final else now - self._last_time >= LINE_EVERY_S
+        if not due:
+            return None
+        self._last_time, self._last_fields = now, fields
+        return self.line(now)
+
+    def _fields(self) -> str:
         s, p = self.step, self.pipeline
-        text = (f"step {s.get('step', 0)}/{self.total_steps} v{s.get('version', 0)} loss {_fmt(s.get('loss/loss'))} "
-                f"r(x^l) {_fmt(s.get('reward/x_l'))} learner-idle {_fmt(s.get('health/learner_idle_frac_total'), 2)}")
+        parts = [f"step {s.get('step', 0)}/{self.total_steps} v{s.get('version', 0)}",
+                 f"loss {_fmt(s.get('loss/loss'))} r(x^l) {_fmt(s.get('reward/x_l'))} "
+                 f"learner-idle {_fmt(s.get('health/learner_idle_frac_total'), 2)}"]
         if self.uses_rollouts and p:
-            text += (f" | queue {p.get('queue/size')}/{p.get('queue/capacity')} in {_fmt(p.get('queue/in_per_s'), 2)}/s"
-                     f" rollout-idle {_fmt(p.get('health/rollout_idle_frac'), 2)}")
-        return text
+            dropped = sum(v for k, v in p.items() if k.startswith("queue/dropped_") and isinstance(v, int))
+            parts.append(f"queue {p.get('queue/size')}/{p.get('queue/capacity')} "
+                         f"in {_fmt(p.get('queue/in_per_s'), 2)}/s out {_fmt(p.get('queue/out_per_s'), 2)}/s "
+                         f"dropped {dropped} rollout-idle {_fmt(p.get('health/rollout_idle_frac'), 2)}")
+        return " | ".join(parts)
+
+
+def clock(seconds: float) -> str:
+    """`42s`, `3m05s`, `1h02m`."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

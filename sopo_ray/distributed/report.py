@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import ray
 from rich.console import Console
-from rich.table import Table
 
 from sopo_ray.config import Config
+from sopo_ray.console import print_table
+from sopo_ray.distributed.summary import results_table
 from sopo_ray.tracking import read_metrics
 
 
@@ -85,14 +86,7 @@ def evaluate_and_report(cfg: Config, art: Any, policy_path: Path, run_dir: Path,
     for split, rows in by_split.items():
         deltas = {k: rows["aligned"][k][0] - rows["base"][k][0] for k in COLUMNS if k in rows["base"]}
         title = f"{SPLIT_TITLES.get(split, split)}, mean ± 95% CI over {cfg.evaluator.replications} replications"
-        table = Table(title=title)
-        table.add_column("model")
-        for key in COLUMNS:
-            table.add_column(HEADERS[key], justify="right")
-        for name, row in rows.items():
-            table.add_row(name, *(format_cell(row.get(key)) for key in COLUMNS))
-        table.add_row("Δ aligned-base", *(f"{deltas[k]:+.3f}" if k in deltas else "-" for k in COLUMNS))
-        console.print(table)
+        print_table(console, results_table(rows, title))
         report["splits"][split] = {
             "rows": {n: {k: {"mean": v[0], "ci95": v[1]} for k, v in r.items()} for n, r in rows.items()},
             "delta": deltas}
@@ -107,7 +101,6 @@ def evaluate_and_report(cfg: Config, art: Any, policy_path: Path, run_dir: Path,
     lines += ["![pipeline dashboard](dashboard.png)", ""]
     (run_dir / "report.md").write_text("\n".join(lines))
     plot_dashboard(run_dir / "metrics.jsonl", run_dir / "dashboard.png")
-    console.print(f"wrote {run_dir / 'report.md'}, report.json and dashboard.png")
     return report
 
 
