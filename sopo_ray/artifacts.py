@@ -111,7 +111,10 @@ def base_path(cfg: Config) -> Path:
 
 
 def reward_path(cfg: Config) -> Path:
-    """Where the run takes its reward model from: the import of pretrained.tmr, else `sopo reward train`'s."""
+    """Where the run takes its reward model from: reward.checkpoint if set, the import of pretrained.tmr, else
+    `sopo reward train`'s."""
+    if cfg.reward.checkpoint is not None:
+        return Path(cfg.reward.checkpoint)
     if cfg.pretrained.tmr is not None:
         return Path(cfg.workdir) / "reward" / f"tmr_official-{sources_digest(_tmr_sources(cfg))}.pt"
     return Path(cfg.workdir) / "reward" / "reward.pt"
@@ -187,6 +190,9 @@ def resolve(cfg: Config, console: Console | None = None, need_evaluator: bool = 
             console.print(f"[bold]building the base model[/] ({cfg.model.kind}, {cfg.pretrain.steps} steps) -> {base}")
         build_base(cfg, base, train, console)
     reward = reward_path(cfg)
+    if cfg.reward.checkpoint is not None and not reward.is_file():
+        raise CheckpointError(f"reward.checkpoint {reward} not found; train one with `sopo reward train --out "
+                              f"{reward}` or unset reward.checkpoint")
     if not reward.is_file():
         if cfg.pretrained.tmr is None:
             console.print(f"[bold]building the reward model[/] ({cfg.reward.steps} steps) -> {reward}")

@@ -154,6 +154,9 @@ class RewardConfig(Section):
     kind: Literal["tmr", "oracle"] = "tmr"
     """What ranks and gates the online samples: the learned TMR-style model, or (a control, embedded data only)
     the caption oracle itself, a perfect ranker; beta_w's similarity still comes from the learned model."""
+    checkpoint: Path | None = None
+    """A trained reward checkpoint to use instead of {workdir}/reward/reward.pt (e.g. one trained with other
+    reward settings by `sopo reward train --out`); it must come from the run's dataset."""
     latent_dim: int = 128
     """Width of the TMR-style text and motion encoders and of the shared space."""
     num_layers: int = 2
@@ -250,7 +253,7 @@ class ObjectiveConfig(Section):
     """If set, tau is this quantile of r(x^w, c) over the dataset's own pairs, replacing `tau`."""
     tau_gate: float | None = None
     """If set, tau is calibrated at the start of a run so that this fraction of the base policy's groups has
-    r(x^l, c) < tau (the quantile of min_k r over K samples of 64 train captions), replacing `tau`."""
+    r(x^l, c) < tau (the quantile of min_k r over K samples of 256 train captions), replacing `tau`."""
     beta: float = 1.0
     """DPO temperature on the unpreferred term."""
     beta_w: Literal["similarity", "constant"] = "similarity"
@@ -648,6 +651,8 @@ def with_absolute_paths(cfg: Config) -> Config:
     working directory."""
     paths = [f"workdir={Path(cfg.workdir).resolve()}", f"data.root={Path(cfg.data.root).resolve()}"]
     paths += [f"pretrained.{k}={Path(v).resolve()}" for k, v in cfg.pretrained if v is not None]
+    if cfg.reward.checkpoint is not None:
+        paths.append(f"reward.checkpoint={Path(cfg.reward.checkpoint).resolve()}")
     return with_overrides(cfg, paths)
 
 
