@@ -16,9 +16,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from sopo_ray.cli import add_config_args
+from sopo_ray.cli import add_config_args, check_seed
 from sopo_ray.config import Config, config_to_dict, load_config, with_overrides
 from sopo_ray.errors import CheckpointError
+from sopo_ray.paths import check_output_file
 
 HEADERS = {"R@1": "R@1 ↑", "R@2": "R@2 ↑", "R@3": "R@3 ↑", "FID": "FID ↓", "MM-Dist": "MM-Dist ↓",
            "Diversity": "Diversity →", "MultiModality": "MModality ↑", "Oracle": "Oracle ↑", "Reward": "Reward ↑"}
@@ -76,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     from sopo_ray.reward.tmr import load_reward
     from sopo_ray.reward.training import train_reward
 
+    check_seed("--seed", args.seed)
+    if args.out:
+        check_output_file(args.out, "--out")
     console = Console()
     if not console.is_terminal:  # logs and pipes: print the whole table instead of 80 truncated columns
         console = Console(width=200)
@@ -87,10 +91,17 @@ def run(args: argparse.Namespace) -> int:
     for path in args.checkpoint:  # refuse a generator trained on another dataset before any work
         load_checkpoint(path, None, dataset.data_id)
     eval_path = Path(args.evaluator) if args.evaluator else Path(cfg.workdir) / "evaluator" / "evaluator.pt"
+    reward_path = Path(args.reward) if args.reward else Path(cfg.workdir) / "reward" / "reward.pt"
+    for path, flag in ((eval_path, "--evaluator"), (reward_path, "--reward")):
+        if not path.is_file() or (flag == "--evaluator" and args.retrain_evaluator):
+            check_output_file(path, flag)   # trained there first
+    out = Path(args.out) if args.out else None
+    if out is None and args.checkpoint:
+        out = Path(args.checkpoint[0]).with_name(f"{Path(args.checkpoint[0]).stem}_eval_{args.split}.json")
+    out = check_output_file(out or Path(cfg.workdir) / "eval" / f"real_{args.split}.json", "--out")
     if args.retrain_evaluator or not eval_path.is_file():
         console.print(f"[bold]training the evaluator[/] (train split only) -> {eval_path}")
         train_evaluator(cfg, eval_path)
-    reward_path = Path(args.reward) if args.reward else Path(cfg.workdir) / "reward" / "reward.pt"
     if not reward_path.is_file():
         console.print(f"[bold]training the reward model[/] -> {reward_path}")
         train_reward(cfg, reward_path)
@@ -117,12 +128,6 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(name, *(format_cell(row.get(key)) for key in COLUMNS))
     console.print(table)
 
-    if args.out:
-        out = Path(args.out)
-    elif args.checkpoint:
-        out = Path(args.checkpoint[0]).with_name(f"{Path(args.checkpoint[0]).stem}_eval_{args.split}.json")
-    else:
-        out = Path(cfg.workdir) / "eval" / f"real_{args.split}.json"
     report = {
         "split": args.split, "seed": args.seed, "replications": cfg.evaluator.replications,
         "columns": list(COLUMNS), "evaluator": str(eval_path), "reward": str(reward_path),

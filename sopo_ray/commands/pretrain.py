@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sopo_ray.cli import add_config_args
 from sopo_ray.config import load_config
+from sopo_ray.paths import check_data_root, check_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     from sopo_ray.models.pretrain import base_dir, pretrain
 
     cfg = load_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else base_dir(cfg)
+    out = check_output_dir(Path(args.out) if args.out else base_dir(cfg), "--out")
+    check_data_root(cfg.data)
     path = pretrain(cfg, out)
     print(path)
     return 0
