@@ -29,11 +29,11 @@ from sopo_ray.errors import ConfigError
 FLOAT_BYTES = 4
 FEATURE_DIM = 263
 """HumanML3D feature size (KIT-ML: 251); the estimate takes the larger."""
-PROCESS_BYTES = 500 << 20
-"""Resident memory of one idle process of the run (torch, MiniLM, the models, Ray's worker): 570-670 MB measured
-for a process holding the default models on CPU (docs/reliability.md); 500 MB keeps the estimate below it."""
-RAY_BYTES = 500 << 20
-"""Ray's own processes on the head node (GCS, raylet, dashboard agent), about 500 MB."""
+PROCESS_BYTES = 320 << 20
+"""Memory one idle process of the run adds (torch, MiniLM and the models, its private pages): 320 MiB measured with
+the default models on CPU; the ~240 MiB of libraries the processes share are counted once, in RAY_BYTES."""
+RAY_BYTES = 750 << 20
+"""Ray's own processes (GCS, raylet, agents: 370 MiB measured without the dashboard) plus the shared libraries."""
 
 
 def _gib(n: float) -> str:

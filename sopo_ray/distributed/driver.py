@@ -117,9 +117,9 @@ class Driver:
         status = ray.get(self.store.status.remote())
         if self.failure:
             status = {**status, "state": "failed", "message": self.failure}
+        health = {**self._fault_counts(), "learner_restarts": self._restarts_before() + status["learner_restarts"]}
         self.metrics.log(status.get("step", 0), event="run", state=status["state"], message=status["message"],
-                         **{f"health/{k}": v for k, v in self._fault_counts().items()},
-                         **{"health/learner_restarts": self._restarts_before() + status["learner_restarts"]})
+                         **{f"health/{k}": v for k, v in health.items()})
         if self.fit_error is not None:
             self.console.print(f"[red]error:[/] the learners failed: {str(self.fit_error).splitlines()[0]}")
             return 1
