@@ -122,7 +122,7 @@ def main() -> None:
         table.add_row(kind, stage, label, f"{mib['estimate']:.0f}", f"{mib['measured']:.0f}",
                       f"{result['estimate'] / max(result['measured'], 1):.2f}", f"{mib['idle']:.0f}",
                       f"{mib['idle_private']:.0f}")
-    Console().print(table)
+    Console(width=max(Console().width, 120)).print(table)
 
 
 if __name__ == "__main__":

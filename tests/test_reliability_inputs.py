@@ -170,7 +170,7 @@ CASES = [
     Case("k-too-large", "objective.k so large that one rollout batch cannot fit in memory",
          ("align", "--config", "{tiny_yaml}", "--set", "objective.k=100000", "--set", "schedule.rollout_batch_size=64",
           "--output-dir", "{out}"),
-         ("one rollout batch", "objective.k=100000", "GiB but this machine has", "lower objective.k")),
+         ("one rollout batch", "objective.k=100000", "but this machine has", "lower objective.k")),
     Case("learner-batch-too-large", "a learner batch that cannot fit in memory",
          ("align", "--config", "{tiny_yaml}", "--set", "schedule.batch_size=4000000", "--output-dir", "{out}"),
          ("one learner step", "schedule.batch_size=4000000", "this machine has", "lower schedule.batch_size")),
@@ -422,10 +422,12 @@ def _run(case: Case, argv: list[str]) -> tuple[int, str, str]:
 
 def _normalise(text: str, values: dict[str, str]) -> str:
     """`text` as the docs show it: this session's paths, port and dataset id as <out>, <data>, <tmp>, <port>,
-    <data_id>, and a list of allowed keys (which grows with the config) as <the section's keys>."""
+    <data_id>, a list of allowed keys (which grows with the config) as <the section's keys>, and the machine's
+    memory as <its memory>."""
     for name in ("out", "data", "tmp", "data_id"):
         text = text.replace(values[name], f"<{name}>")
     text = re.sub(r"allowed keys here: [\w, ]+$", "allowed keys here: <the section's keys>", text)
+    text = re.sub(r"this machine has [\d.]+ [MGT]iB", "this machine has <its memory>", text)
     return text.replace(f":{values['port']}", ":<port>")
 
 
