@@ -218,6 +218,10 @@ CASES = [
     Case("resume-finished", "--resume of a run that already finished",
          ("align", "--resume", "{finished_run}"),
          ("the run already finished", "step 3 of schedule.total_steps=3", "schedule.total_steps=N with N > 3")),
+    Case("resume-corrupt-pipeline", "--resume of a run whose newest replay-queue snapshot is cut off",
+         ("align", "--resume", "{bad_pipeline_run}"),
+         ("pipeline.pt is truncated or corrupt", "the learners would continue from its learner.pt",
+          "delete the folder {bad_pipeline_run}/learner-1/step_00000003")),
     Case("output-dir-of-failed-run", "--output-dir of an earlier (failed) run without checkpoints",
          ("align", "--config", "{tiny_yaml}", "--output-dir", "{failed_run}"),
          ("{failed_run} already holds an earlier run (config.yaml, metrics.jsonl)", "--resume {failed_run}",
@@ -389,7 +393,7 @@ def _run_dirs(tmp: Path, paths: dict[str, Path], data_id: str) -> dict[str, Path
     gen_bytes = paths["generator_pt"].read_bytes()
     dirs = {}
     for name, metrics in (("failed_run", failed), ("lost_run", steps), ("unreadable_run", steps),
-                          ("finished_run", steps), ("locked_run", "")):
+                          ("finished_run", steps), ("bad_pipeline_run", steps), ("locked_run", "")):
         run_dir = dirs[name] = tmp / "runs" / name
         run_dir.mkdir(parents=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(run_cfg))
@@ -397,10 +401,12 @@ def _run_dirs(tmp: Path, paths: dict[str, Path], data_id: str) -> dict[str, Path
     (dirs["unreadable_run"] / "learner-1" / "step_00000003").mkdir(parents=True)
     (dirs["unreadable_run"] / "learner-1" / "step_00000003" / "learner.pt").write_bytes(gen_bytes[:len(gen_bytes) // 3])
     payload = torch.load(paths["generator_pt"], weights_only=True)
-    save_checkpoint(dirs["finished_run"] / "learner-1" / "step_00000003" / "learner.pt", "trainer",
-                    {"policy": payload["state"], "optimizer": {}}, run_cfg, data_id, step=3, version=1,
-                    health={"learner_restarts": 0}, reference=f"{paths['generator_pt']}@0")
-    shutil.copy(paths["generator_pt"], dirs["finished_run"] / "policy.pt")
+    for name in ("finished_run", "bad_pipeline_run"):
+        save_checkpoint(dirs[name] / "learner-1" / "step_00000003" / "learner.pt", "trainer",
+                        {"policy": payload["state"], "optimizer": {}}, run_cfg, data_id, step=3, version=1,
+                        health={"learner_restarts": 0}, reference=f"{paths['generator_pt']}@0")
+        shutil.copy(paths["generator_pt"], dirs[name] / "policy.pt")
+    (dirs["bad_pipeline_run"] / "learner-1" / "step_00000003" / "pipeline.pt").write_bytes(gen_bytes[:100])
     return dirs
 
 

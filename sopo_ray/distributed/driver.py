@@ -2,6 +2,7 @@
 
 `Driver.run` top to bottom:
 
+    preflight     paths, the run directory's state (new run, resume point, finished), the memory estimate
     artifacts     dataset, base model, reward model, evaluator (built on first use, cached under workdir)
     connect       a local Ray or the cluster (cluster.address / `auto` inside `ray job submit`)
     services      WeightStore and ReplayQueue (num_cpus=0 helpers); version 0 = the base weights,

@@ -57,19 +57,24 @@ class ResumePoint:
 
 
 def newest_loadable(storage: RunStorage, data_id: str | None = None, with_queue: bool = False) -> ResumePoint:
-    """The newest checkpoint whose learner.pt (and, `with_queue`, pipeline.pt) loads, skipping unreadable ones."""
+    """The newest checkpoint whose learner.pt loads, skipping unreadable ones as the learners do (`with_queue`: with
+    its pipeline.pt, which must then load too, since the learners continue from that folder)."""
     point = ResumePoint()
     for _, folder in reversed(storage.checkpoints(LEARNER_FILE)):
-        try:
-            with local_copy(folder) as local:
-                learner = load_checkpoint(local / LEARNER_FILE, "trainer", data_id)
-                pipeline_file = local / PIPELINE_FILE
-                pipeline = load_checkpoint(pipeline_file, "pipeline", data_id)["state"] \
-                    if with_queue and pipeline_file.is_file() else None
-        except CheckpointError as exc:
-            point.skipped.append(str(exc).split("; ")[0].removeprefix("checkpoint "))
-            continue
-        point.folder, point.learner, point.pipeline = folder, learner, pipeline
+        with local_copy(folder) as local:
+            try:
+                point.learner = load_checkpoint(local / LEARNER_FILE, "trainer", data_id)
+            except CheckpointError as exc:
+                point.skipped.append(str(exc).split("; ")[0].removeprefix("checkpoint "))
+                continue
+            point.folder = folder
+            if with_queue and (local / PIPELINE_FILE).is_file():
+                try:
+                    point.pipeline = load_checkpoint(local / PIPELINE_FILE, "pipeline", data_id)["state"]
+                except CheckpointError as exc:
+                    raise CheckpointError(f"{str(exc).split('; ')[0]}, but the learners would continue from its "
+                                          f"{LEARNER_FILE}; delete the folder {folder} to resume from the checkpoint "
+                                          "before it") from None
         break
     return point
 
