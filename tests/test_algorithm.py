@@ -15,7 +15,8 @@ from sopo_ray.objectives import objective_loss
 
 torch.set_num_threads(1)
 TINY = ["data.max_frames=24", "data.min_frames=8", "model.latent_dim=32", "model.num_layers=2", "model.num_heads=2",
-        "model.ff_dim=64", "model.frames_per_token=1", "diffusion.num_timesteps=20", "model.cond_drop_prob=0.25"]
+        "model.ff_dim=64", "model.frames_per_token=1", "diffusion.num_timesteps=20", "diffusion.sample_steps=5",
+        "model.cond_drop_prob=0.25"]
 
 
 def _setup():

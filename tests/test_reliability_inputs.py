@@ -9,12 +9,15 @@ the table with `SOPO_UPDATE_RELIABILITY_DOCS=1 .venv/bin/python -m pytest tests/
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,12 +139,132 @@ CASES = [
          runner="subprocess"),
     Case("run-dir-in-use", "--output-dir of an earlier run that holds checkpoints, without --resume",
          ("align", "--config", "{tiny_yaml}", "--output-dir", "{used_run}"),
-         ("{used_run} already holds checkpoints", "--resume {used_run}", "another --output-dir"),
-         runner="ray"),
+         ("{used_run} already holds checkpoints", "--resume {used_run}", "another --output-dir")),
     Case("too-many-gpus", "cluster.use_gpu=true on a machine without GPUs",
          ("align", "--config", "{tiny_yaml}", "--set", "cluster.use_gpu=true", "--output-dir", "{out}"),
          ("asks for 1 GPUs", "the Ray cluster has 0", "set cluster.use_gpu=false"),
          runner="ray"),
+    # Config values that passed validation and failed later, inside Ray (issue 18, items 4 and 5)
+    Case("lr-nan", "a NaN learning rate", ("align", "--set", "schedule.lr=nan", "--output-dir", "{out}"),
+         ("'nan'", "'schedule.lr'", "finite number", "e.g. schedule.lr=1.0e-05")),
+    Case("lr-negative", "a negative learning rate", ("align", "--set", "schedule.lr=-0.001", "--output-dir", "{out}"),
+         ("-0.001", "'schedule.lr'", "greater than 0", "e.g. schedule.lr=1.0e-05")),
+    Case("beta-negative", "a negative DPO temperature objective.beta",
+         ("align", "--set", "objective.beta=-1", "--output-dir", "{out}"),
+         ("'objective.beta'", "greater than 0", "e.g. objective.beta=1.0")),
+    Case("guidance-negative", "a negative classifier-free guidance scale",
+         ("align", "--set", "diffusion.guidance_scale=-1", "--output-dir", "{out}"),
+         ("'diffusion.guidance_scale'", "greater than or equal to 0", "e.g. diffusion.guidance_scale=2.5")),
+    Case("zero-timesteps", "zero diffusion timesteps", ("align", "--set", "diffusion.num_timesteps=0",
+                                                      "--output-dir", "{out}"),
+         ("'diffusion.num_timesteps'", "greater than or equal to 2", "e.g. diffusion.num_timesteps=50")),
+    Case("rollout-steps-above-timesteps", "more DDIM rollout steps than training timesteps",
+         ("align", "--set", "diffusion.rollout_sample_steps=100", "--output-dir", "{out}"),
+         ("'diffusion'", "rollout_sample_steps (100) must be <= num_timesteps (50)")),
+    Case("empty-dataset", "a synthetic dataset of zero motions", ("data", "build", "--set", "data.size=0",
+                                                                "--set", "data.root={out}/data"),
+         ("'data.size'", "greater than or equal to 3", "e.g. data.size=2400")),
+    Case("negative-seed", "a negative run seed", ("align", "--set", "seed=-1", "--output-dir", "{out}"),
+         ("'seed'", "greater than or equal to 0", "e.g. seed=0")),
+    # Sizes that cannot fit in memory (item 2)
+    Case("k-too-large", "objective.k so large that one rollout batch cannot fit in memory",
+         ("align", "--config", "{tiny_yaml}", "--set", "objective.k=100000", "--set", "schedule.rollout_batch_size=64",
+          "--output-dir", "{out}"),
+         ("one rollout batch", "objective.k=100000", "but this machine has", "lower objective.k")),
+    Case("learner-batch-too-large", "a learner batch that cannot fit in memory",
+         ("align", "--config", "{tiny_yaml}", "--set", "schedule.batch_size=4000000", "--output-dir", "{out}"),
+         ("one learner step", "schedule.batch_size=4000000", "this machine has", "lower schedule.batch_size")),
+    Case("generate-too-many", "`sopo generate` of more motions at once than memory holds",
+         ("generate", "a person walks forward", "--checkpoint", "{generator_pt}", "--num", "10000000", "--out",
+          "{out}/motion.npy"),
+         ("generating 10000000 motions at once", "this machine has", "generate fewer at a time")),
+    # Paths checked before any service starts (item 6)
+    Case("output-dir-is-a-file", "--output-dir that is an existing file",
+         ("align", "--config", "{tiny_yaml}", "--output-dir", "{a_file}"),
+         ("{a_file} is an existing file", "pass a folder path")),
+    Case("output-dir-not-writable", "--output-dir where this user cannot write",
+         ("align", "--config", "{tiny_yaml}", "--output-dir", "/proc/sopo-run"),
+         ("/proc/sopo-run cannot be written", "/proc is not writable", "choose a folder you can write to")),
+    Case("output-dir-under-a-file", "--output-dir below an existing file",
+         ("align", "--config", "{tiny_yaml}", "--output-dir", "{a_file}/run"),
+         ("{a_file}/run cannot be created", "{a_file} is a file")),
+    Case("data-root-is-a-file", "data.root that is a file",
+         ("align", "--config", "{tiny_yaml}", "--set", "data.root={a_file}", "--output-dir", "{out}"),
+         ("data.root {a_file} is a file", "set data.root to the dataset's folder")),
+    Case("data-root-is-a-file-build", "the same data.root given to `sopo data build`",
+         ("data", "build", "--set", "data.root={a_file}"), ("data.root {a_file} is a file", "set data.root")),
+    Case("workdir-is-a-file", "workdir that is a file",
+         ("align", "--config", "{tiny_yaml}", "--set", "workdir={a_file}", "--output-dir", "{out}"),
+         ("workdir {a_file} is a file", "set workdir to the folder")),
+    Case("generate-out-under-a-file", "`sopo generate --out` below an existing file",
+         ("generate", "a person walks forward", "--checkpoint", "{generator_pt}", "--out", "{a_file}/motion.npy"),
+         ("--out {a_file}/motion.npy cannot be created", "{a_file} is a file")),
+    Case("evaluate-out-is-a-folder", "`sopo evaluate --out` that is a folder",
+         ("evaluate", "--config", "{tiny_yaml}", "--checkpoint", "{generator_pt}", "--evaluator", "{reward_pt}",
+          "--reward", "{reward_pt}", "--out", "{tmp}"),
+         ("--out {tmp} is a folder", "pass the path of the file")),
+    Case("pretrain-out-is-a-file", "`sopo pretrain --out` that is a file",
+         ("pretrain", "--config", "{tiny_yaml}", "--out", "{a_file}"), ("--out {a_file} is an existing file",)),
+    # Run-directory state (item 3)
+    Case("resume-with-output-dir", "--resume together with --output-dir",
+         ("align", "--resume", "{finished_run}", "--output-dir", "{out}"),
+         ("--output-dir cannot be combined with --resume", "drop --output-dir")),
+    Case("resume-lost-checkpoints", "--resume of a run whose learner-*/ checkpoints were deleted",
+         ("align", "--resume", "{lost_run}"),
+         ("--resume {lost_run}", "records 3 learner steps", "holds no checkpoint", "restore the learner-*/")),
+    Case("resume-unreadable-checkpoints", "--resume of a run whose only checkpoint is cut off",
+         ("align", "--resume", "{unreadable_run}"),
+         ("no checkpoint of the run can be read", "truncated or corrupt", "restore the learner-*/")),
+    Case("resume-finished", "--resume of a run that already finished",
+         ("align", "--resume", "{finished_run}"),
+         ("the run already finished", "step 3 of schedule.total_steps=3", "schedule.total_steps=N with N > 3")),
+    Case("resume-corrupt-pipeline", "--resume of a run whose newest replay-queue snapshot is cut off",
+         ("align", "--resume", "{bad_pipeline_run}"),
+         ("pipeline.pt is truncated or corrupt", "the learners would continue from its learner.pt",
+          "delete the folder {bad_pipeline_run}/learner-1/step_00000003")),
+    Case("output-dir-of-failed-run", "--output-dir of an earlier (failed) run without checkpoints",
+         ("align", "--config", "{tiny_yaml}", "--output-dir", "{failed_run}"),
+         ("{failed_run} already holds an earlier run (config.yaml, metrics.jsonl)", "--resume {failed_run}",
+          "choose another --output-dir")),
+    Case("run-dir-locked", "--resume of a run another driver is running",
+         ("align", "--resume", "{locked_run}"), ("{locked_run} is in use by another running", "wait for it")),
+    # Command-line numbers and edge-case motions (items 5 and 7)
+    Case("generate-guidance-nan", "`sopo generate --guidance nan`",
+         ("generate", "a person walks forward", "--checkpoint", "{generator_pt}", "--guidance", "nan", "--out",
+          "{out}/motion.npy"), ("--guidance nan", "finite number >= 0", "--guidance 2.5")),
+    Case("generate-length-zero", "`sopo generate --length 0`",
+         ("generate", "a person walks forward", "--checkpoint", "{generator_pt}", "--length", "0", "--out",
+          "{out}/motion.npy"), ("--length 0", ">= 1",)),
+    Case("generate-steps-zero", "`sopo generate --steps 0`",
+         ("generate", "a person walks forward", "--checkpoint", "{generator_pt}", "--steps", "0", "--out",
+          "{out}/motion.npy"), ("--steps 0", ">= 1")),
+    Case("generate-steps-above-timesteps", "`sopo generate --steps` above the model's training timesteps",
+         ("generate", "a person walks forward", "--checkpoint", "{generator_pt}", "--steps", "11", "--out",
+          "{out}/motion.npy"), ("--steps 11", "in [1, 10]")),
+    Case("generate-seed-negative", "`sopo generate --seed -1`",
+         ("generate", "a person walks forward", "--checkpoint", "{generator_pt}", "--seed", "-1", "--out",
+          "{out}/motion.npy"), ("--seed -1", "in [0, ")),
+    Case("generate-nan-weights", "`sopo generate` from a checkpoint whose weights hold NaN",
+         ("generate", "a person walks forward", "--checkpoint", "{nan_generator_pt}", "--out", "{out}/motion.npy",
+          "--steps", "2"), ("{nan_generator_pt} generated NaN/inf motions", "nothing written")),
+    Case("score-nan-motion", "`sopo reward score` of a motion holding NaN",
+         ("reward", "score", "{nan_npy}", "a person walks forward", "--checkpoint", "{reward_pt}"),
+         ("motion {nan_npy} holds NaN/inf", "regenerate the motion")),
+    Case("score-empty-motion", "`sopo reward score` of a 0-frame motion",
+         ("reward", "score", "{empty_npy}", "a person walks forward", "--checkpoint", "{reward_pt}"),
+         ("motion {empty_npy} has no frames",)),
+    Case("render-one-frame", "`sopo render` of 1-frame features",
+         ("render", "{one_frame_npy}", "--out", "{out}/motion.gif"),
+         ("{one_frame_npy} holds features of one frame", "at least 2 frames")),
+    Case("render-empty", "`sopo render` of a 0-frame motion",
+         ("render", "{empty_npy}", "--out", "{out}/motion.gif"), ("{empty_npy} has no frames",)),
+    Case("render-fps-zero", "`sopo render --fps 0`",
+         ("render", "{motion_npy}", "--fps", "0", "--out", "{out}/motion.gif"), ("--fps 0", ">= 1")),
+    Case("data-show-seed-negative", "`sopo data show --seed -1`",
+         ("data", "show", "--config", "{tiny_yaml}", "--seed", "-1", "--out", "{out}/samples.png"),
+         ("--seed -1", "in [0, ")),
+    Case("evaluate-seed-negative", "`sopo evaluate --seed -1`",
+         ("evaluate", "--config", "{tiny_yaml}", "--seed", "-1", "--out", "{out}/eval.json"), ("--seed -1",)),
 ]
 
 # What each case printed, filled by test_bad_input_is_refused and read by the docs check at the end.
@@ -175,7 +298,7 @@ def _folder(root: Path, feature_dim: int, second_dim: int | None = None, second_
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory, tiny_dataset) -> dict[str, str]:
+def inputs(tmp_path_factory, tiny_dataset) -> Iterator[dict[str, str]]:
     """Every file the cases feed the CLI, built in seconds: tiny models, broken checkpoints, bad folders."""
     from sopo_ray.data.store import load_dataset
     from sopo_ray.models.generator import build_generator, save_generator
@@ -227,6 +350,16 @@ def inputs(tmp_path_factory, tiny_dataset) -> dict[str, str]:
     paths["used_run"] = tmp / "runs" / "sopo-earlier"
     (paths["used_run"] / "learner-1" / "step_00000003").mkdir(parents=True)
     shutil.copy(paths["generator_pt"], paths["used_run"] / "learner-1" / "step_00000003" / "learner.pt")
+    paths["a_file"] = tmp / "a_file"
+    paths["a_file"].write_text("not a folder\n")
+    nan_gen = build_generator(cfg, train)
+    with torch.no_grad():
+        nan_gen.denoiser.output_proj.weight.fill_(float("nan"))
+    paths["nan_generator_pt"] = save_generator(tmp / "generator_nan.pt", nan_gen, cfg, train.data_id)
+    paths["empty_npy"] = tmp / "empty_motion.npy"
+    np.save(paths["empty_npy"], np.zeros((0, 263), np.float32))
+    paths["one_frame_npy"] = tmp / "one_frame.npy"
+    np.save(paths["one_frame_npy"], motion[:1])
     paths["bad_key_yaml"] = tmp / "bad_key.yaml"
     paths["bad_key_yaml"].write_text("objective:\n  name: sopo\n  learning_rate: 1.0e-5\n")
 
@@ -243,7 +376,38 @@ def inputs(tmp_path_factory, tiny_dataset) -> dict[str, str]:
         paths[f"{name}_workdir"] = workdir
         paths[f"{key}_yaml"] = tmp / f"{key}.yaml"
         paths[f"{key}_yaml"].write_text(yaml.safe_dump(run_cfg))
-    return {k: str(v) for k, v in paths.items()}
+    paths.update(_run_dirs(tmp, paths, train.data_id))
+    lock = os.open(paths["locked_run"], os.O_RDONLY)
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)   # as a running driver holds it
+    yield {k: str(v) for k, v in paths.items()}
+    os.close(lock)
+
+
+def _run_dirs(tmp: Path, paths: dict[str, Path], data_id: str) -> dict[str, Path]:
+    """Run directories in the states a user meets: failed before a checkpoint, checkpoints deleted, only checkpoint
+    cut off, finished, and one a running driver holds."""
+    run_cfg = yaml.safe_load(paths["tiny_yaml"].read_text())
+    run_cfg["schedule"] = {**run_cfg["schedule"], "total_steps": 3}
+    steps = "".join(json.dumps({"step": i, "event": "step", "loss/loss": 0.7}) + "\n" for i in (1, 2, 3))
+    failed = json.dumps({"step": 0, "event": "run", "state": "failed", "message": "the learners failed"}) + "\n"
+    gen_bytes = paths["generator_pt"].read_bytes()
+    dirs = {}
+    for name, metrics in (("failed_run", failed), ("lost_run", steps), ("unreadable_run", steps),
+                          ("finished_run", steps), ("bad_pipeline_run", steps), ("locked_run", "")):
+        run_dir = dirs[name] = tmp / "runs" / name
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(run_cfg))
+        (run_dir / "metrics.jsonl").write_text(metrics)
+    (dirs["unreadable_run"] / "learner-1" / "step_00000003").mkdir(parents=True)
+    (dirs["unreadable_run"] / "learner-1" / "step_00000003" / "learner.pt").write_bytes(gen_bytes[:len(gen_bytes) // 3])
+    payload = torch.load(paths["generator_pt"], weights_only=True)
+    for name in ("finished_run", "bad_pipeline_run"):
+        save_checkpoint(dirs[name] / "learner-1" / "step_00000003" / "learner.pt", "trainer",
+                        {"policy": payload["state"], "optimizer": {}}, run_cfg, data_id, step=3, version=1,
+                        health={"learner_restarts": 0}, reference=f"{paths['generator_pt']}@0")
+        shutil.copy(paths["generator_pt"], dirs[name] / "policy.pt")
+    (dirs["bad_pipeline_run"] / "learner-1" / "step_00000003" / "pipeline.pt").write_bytes(gen_bytes[:100])
+    return dirs
 
 
 def _snapshot(*roots: str) -> dict[str, tuple[int, int]]:
@@ -264,10 +428,12 @@ def _run(case: Case, argv: list[str]) -> tuple[int, str, str]:
 
 def _normalise(text: str, values: dict[str, str]) -> str:
     """`text` as the docs show it: this session's paths, port and dataset id as <out>, <data>, <tmp>, <port>,
-    <data_id>, and a list of allowed keys (which grows with the config) as <the section's keys>."""
+    <data_id>, a list of allowed keys (which grows with the config) as <the section's keys>, and the machine's
+    memory as <its memory>."""
     for name in ("out", "data", "tmp", "data_id"):
         text = text.replace(values[name], f"<{name}>")
     text = re.sub(r"allowed keys here: [\w, ]+$", "allowed keys here: <the section's keys>", text)
+    text = re.sub(r"this machine has [\d.]+ [MGT]iB", "this machine has <its memory>", text)
     return text.replace(f":{values['port']}", ":<port>")
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sopo_ray.cli import add_config_args
+from sopo_ray.cli import add_config_args, check_seed
 from sopo_ray.config import Config, load_config, with_overrides
 from sopo_ray.errors import DataError
+from sopo_ray.paths import check_data_root, check_output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +58,7 @@ def run_build(args: argparse.Namespace) -> int:
     from sopo_ray.data.synthetic import build_synthetic
 
     cfg = _config(args)
+    check_data_root(cfg.data)
     console = Console()
     table = Table(title=f"dataset {cfg.data.source} at {cfg.data.root}")
     for column in ("split", "motions", "captions", "frames (mean)"):
@@ -92,6 +94,9 @@ def run_show(args: argparse.Namespace) -> int:
         raise DataError(f"--out must end in .gif or .png, got {out}")
     if args.num < 1:
         raise DataError(f"--num must be at least 1, got {args.num}")
+    if args.seed is not None:
+        check_seed("--seed", args.seed)
+    check_output_file(out, "--out")
     cfg = _config(args)
     data = load_dataset(cfg.data, args.split)
     count = min(args.num, len(data))

@@ -15,10 +15,11 @@ from typing import Any
 
 from rich.table import Table
 
-from sopo_ray.cli import add_config_args
+from sopo_ray.cli import add_config_args, check_seed
 from sopo_ray.config import Config, config_to_dict, load_config, with_overrides
 from sopo_ray.console import make_console, print_table
 from sopo_ray.errors import CheckpointError
+from sopo_ray.paths import check_output_file
 
 HEADERS = {"R@1": "R@1 ↑", "R@2": "R@2 ↑", "R@3": "R@3 ↑", "FID": "FID ↓", "MM-Dist": "MM-Dist ↓",
            "Diversity": "Diversity →", "MultiModality": "MModality ↑", "Oracle": "Oracle ↑", "Reward": "Reward ↑"}
@@ -78,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     from sopo_ray.models.generator import load_generator
     from sopo_ray.reward.tmr import load_reward
 
+    check_seed("--seed", args.seed)
+    if args.out:
+        check_output_file(args.out, "--out")
     console = make_console()
     generators = [load_generator(path) for path in args.checkpoint]
     cfg = resolve_config(args, generators[0][1] if generators else None)
@@ -89,11 +93,18 @@ def run(args: argparse.Namespace) -> int:
     for path in args.checkpoint:  # refuse a generator trained on another dataset before any work
         load_checkpoint(path, None, data_id)
     eval_path = Path(args.evaluator) if args.evaluator else artifacts.evaluator_path(cfg)
+    reward_path = Path(args.reward) if args.reward else artifacts.reward_path(cfg)
+    for path, flag in ((eval_path, "--evaluator"), (reward_path, "--reward")):
+        if not path.is_file() or (flag == "--evaluator" and args.retrain_evaluator):
+            check_output_file(path, flag)   # built there first
+    out = Path(args.out) if args.out else None
+    if out is None and args.checkpoint:
+        out = Path(args.checkpoint[0]).with_name(f"{Path(args.checkpoint[0]).stem}_eval.json")
+    out = check_output_file(out or Path(cfg.workdir) / "eval" / "real.json", "--out")
     if args.retrain_evaluator or not eval_path.is_file():
         if cfg.pretrained.t2m_evaluator is None:
             console.print(f"[bold]training the evaluator[/] (train split only) -> {eval_path}")
         artifacts.build_evaluator(cfg, eval_path, console)
-    reward_path = Path(args.reward) if args.reward else artifacts.reward_path(cfg)
     if not reward_path.is_file():
         if cfg.pretrained.tmr is None:
             console.print(f"[bold]training the reward model[/] -> {reward_path}")
@@ -125,12 +136,6 @@ def run(args: argparse.Namespace) -> int:
                           "rows": {name: {k: {"mean": v[0], "ci95": v[1]} for k, v in row.items()}
                                    for name, row in rows.items()}}
 
-    if args.out:
-        out = Path(args.out)
-    elif args.checkpoint:
-        out = Path(args.checkpoint[0]).with_name(f"{Path(args.checkpoint[0]).stem}_eval.json")
-    else:
-        out = Path(cfg.workdir) / "eval" / "real.json"
     report = {
         "seed": args.seed, "replications": cfg.evaluator.replications, "columns": list(COLUMNS),
         "evaluator": str(eval_path), "reward": str(reward_path), "data_id": data_id, "splits": results,

@@ -11,6 +11,7 @@ from typing import Any
 from sopo_ray.cli import add_config_args
 from sopo_ray.config import load_config
 from sopo_ray.errors import SopoError
+from sopo_ray.paths import check_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from sopo_ray.experiment import Experiment, base_config, default_out
 
     cfg = load_config(args.config, args.overrides)
-    out = Path(args.out) if args.out else default_out(cfg)
+    out = check_output_dir(Path(args.out) if args.out else default_out(cfg), "--out")
     console = Console()
     start = time.time()
     exp = Experiment(cfg, out, console)

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sopo_ray.cli import add_config_args
-from sopo_ray.config import load_config
+from sopo_ray.cli import add_config_args, check_number, check_seed
+from sopo_ray.config import Config, load_config
 from sopo_ray.errors import CheckpointError, ConfigError
+from sopo_ray.memory import check_generation_fits
+from sopo_ray.paths import check_output_file
 
 RENDERED = (".gif", ".png")
 
@@ -56,8 +58,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (*RENDERED, ".npy"):
         raise ConfigError(f"--out {out} must end in .gif, .png or .npy")
-    if args.num < 1:
-        raise ConfigError(f"--num must be >= 1, got {args.num}")
+    check_number("--num", args.num, low=1, example="1")
+    count = len(args.captions) * args.num
+    check_seed("--seed", args.seed, count)
+    check_number("--length", args.length, low=1, example="120")
+    check_number("--steps", args.steps, low=1, example="50")
+    check_number("--guidance", args.guidance, low=0.0, example="2.5")
+    check_output_file(out, "--out")
     cfg = load_config(args.config, args.overrides)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
@@ -67,10 +74,15 @@ def run(args: argparse.Namespace) -> int:
                               "pretrained.mdm when set) first or pass --checkpoint PATH")
     payload = load_checkpoint(path, KINDS)
     gen = generator_from_payload(payload, path).eval()
-    length = args.length or int(payload.get("length_median") or gen.max_frames)
+    check_number("--steps", args.steps, low=1, high=gen.num_timesteps, example=str(gen.default_steps))
+    check_generation_fits(Config.model_validate(payload["config"]), count, "--num and the captions")
+    length = args.length if args.length is not None else int(payload.get("length_median") or gen.max_frames)
     captions = [c for c in args.captions for _ in range(args.num)]
     seeds = [args.seed + i for i in range(len(captions))]
     features = gen.generate(captions, [length] * len(captions), seeds, args.steps, args.guidance).cpu().numpy()
+    if not np.isfinite(features).all():
+        raise CheckpointError(f"{path} generated NaN/inf motions (its weights or mean/std hold NaN/inf: a diverged "
+                              "run?); nothing written; generate from an earlier checkpoint or retrain")
     joints = features_to_joints(features)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix in RENDERED:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sopo_ray.cli import add_config_args
 from sopo_ray.config import load_config
+from sopo_ray.paths import check_data_root, check_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,9 +29,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     if cfg.pretrained.mdm is not None:
-        target = base_path(cfg) if args.out is None else Path(args.out) / base_path(cfg).name
+        target = base_path(cfg) if args.out is None else check_output_dir(Path(args.out), "--out") / base_path(cfg).name
         path = target if target.is_file() else build_base(cfg, target)
     else:
-        path = pretrain(cfg, Path(args.out) if args.out else base_dir(cfg))
+        out = check_output_dir(Path(args.out) if args.out else base_dir(cfg), "--out")
+        check_data_root(cfg.data)
+        path = pretrain(cfg, out)
     print(path)
     return 0

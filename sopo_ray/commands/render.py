@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from sopo_ray.cli import check_number
 from sopo_ray.errors import DataError
+from sopo_ray.paths import check_output_file
 
 
 def load_motion_joints(path: Path) -> np.ndarray:
@@ -29,12 +31,17 @@ def load_motion_joints(path: Path) -> np.ndarray:
         raise DataError(f"{path} holds NaN/inf or non-numeric values; regenerate the motion (or drop its bad frames)")
     while array.ndim > 2 and array.shape[0] == 1 and array.shape[1:] not in ((22, 3), (21, 3)):
         array = array[0]
+    if array.ndim in (2, 3) and len(array) == 0:
+        raise DataError(f"{path} has no frames (shape {array.shape}); pass a motion of at least one frame")
     if array.ndim == 3 and array.shape[1:] in ((22, 3), (21, 3)):
         return array.astype(np.float64)
     if array.ndim == 2 and array.shape[1] in (263, 251):
         rows = np.flatnonzero(np.abs(array).sum(1) > 0)
         if len(rows) == 0:
             raise DataError(f"{path} holds only zeros; nothing to render")
+        if rows[-1] == 0:
+            raise DataError(f"{path} holds features of one frame, and features encode motion between frames; "
+                            "pass at least 2 frames (or joints [T, 22, 3], which render from one frame)")
         return features_to_joints(array[: rows[-1] + 1].astype(np.float64))
     raise DataError(f"{path} has shape {array.shape}; expected features [T, 263] (or KIT [T, 251]) "
                     "or joints [T, 22, 3]; for a batch, save one motion per file")
@@ -47,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".gif", ".png"):
         raise DataError(f"--out must end with .gif (GIF + PNG filmstrip) or .png (filmstrip only), got {out}")
+    check_number("--fps", args.fps, low=1, example="20")
+    check_number("--stride", args.stride, low=1, example="1")
+    check_number("--frames", args.frames, low=1, example="8")
+    check_output_file(out, "--out")
+    check_output_file(out.with_suffix(".png"), "--out")
     captions = list(args.captions or [])
     if captions and len(captions) != len(args.files):
         raise DataError(f"got {len(args.files)} files but {len(captions)} captions; pass one --caption per file")

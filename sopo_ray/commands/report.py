@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from sopo_ray.errors import DataError
+from sopo_ray.paths import check_output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
     if not metrics.is_file():
         raise DataError(f"{metrics} not found; pass a run directory written by python -m sopo_ray.run "
                         "(it holds metrics.jsonl)")
-    out = plot_dashboard(metrics, args.out or args.run_dir / "dashboard.png")
+    out = plot_dashboard(metrics, check_output_file(args.out or args.run_dir / "dashboard.png", "--out"))
     print(f"wrote {out}")
     return 0

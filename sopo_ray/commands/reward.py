@@ -15,6 +15,7 @@ from rich.table import Table
 from sopo_ray.cli import add_config_args
 from sopo_ray.config import load_config
 from sopo_ray.errors import DataError
+from sopo_ray.paths import check_output_file
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -59,6 +60,8 @@ def run_train(args: argparse.Namespace) -> int:
     from sopo_ray.reward.training import train_reward
 
     cfg = load_config(args.config, args.overrides)
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     path = train_reward(cfg, args.out)
     payload = load_checkpoint(path, "reward")
     table = Table(title=f"reward model {path} (trained in {payload['train_seconds']} s)")
@@ -91,8 +94,16 @@ def run_score(args: argparse.Namespace) -> int:
     if motion.ndim != 2 or motion.shape[1] != model.feature_dim:
         raise DataError(f"motion {args.motion} has shape {motion.shape}; expected [frames, {model.feature_dim}] "
                         "un-normalised features (joints must be converted with joints_to_features first)")
+    if len(motion) == 0:
+        raise DataError(f"motion {args.motion} has no frames; pass a motion of at least one frame")
+    if motion.dtype.kind not in "fiu" or not np.isfinite(motion).all():
+        raise DataError(f"motion {args.motion} holds NaN/inf or non-numeric values; regenerate the motion (or drop "
+                        "its bad frames)")
     batch = np.repeat(motion[None].astype(np.float32), len(args.captions), axis=0)
     scores = model.score(batch, [len(motion)] * len(args.captions), args.captions)
+    if not np.isfinite(scores.numpy()).all():
+        raise DataError(f"reward checkpoint {ckpt} scores this motion NaN/inf (its weights or statistics hold "
+                        "NaN/inf); retrain the reward model (`sopo reward train`) or pass another --checkpoint")
     for caption, value in zip(args.captions, scores.tolist(), strict=True):
         print(f"{value:.4f}\t{caption}")
     return 0

@@ -10,7 +10,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from sopo_ray.cli import check_seed
 from sopo_ray.errors import ConfigError
+from sopo_ray.paths import check_output_dir
 
 # torch and the toy are imported inside `run`, so `sopo --help` and other commands stay fast.
 DEFAULT_STEPS = 300
@@ -37,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the toy and write `toy.png` and `toy.json` under `args.out`."""
     if args.repeats < 1:
         raise ConfigError(f"--repeats must be >= 1, got {args.repeats}")
+    check_seed("--seed", args.seed, args.repeats)
+    check_output_dir(args.out, "--out")
     import torch
     from pydantic import ValidationError
 

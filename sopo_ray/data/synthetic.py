@@ -156,6 +156,17 @@ def build_synthetic(data_cfg: DataConfig, progress: bool = True, replace: bool =
     staging = root.parent / f".{root.name}.building-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    try:
+        _write_build(staging, data_cfg, motions, splits, started)
+        _replace_folder(staging, root, replace)
+    except BaseException:  # a failed or interrupted (Ctrl-C) build leaves no half-written folder behind
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return root
+
+
+def _write_build(staging: Path, data_cfg: DataConfig, motions: list[dict], splits: list[str], started: float) -> None:
+    """Write the splits, statistics and meta.json of a finished build into `staging`."""
     train_frames = np.concatenate([m["features"] for m, s in zip(motions, splits, strict=True) if s == "train"])
     mean, std = group_mean_std(train_frames)
     np.save(staging / "mean.npy", mean)
@@ -172,8 +183,6 @@ def build_synthetic(data_cfg: DataConfig, progress: bool = True, replace: bool =
         "build_seconds": round(time.perf_counter() - started, 2),
     }
     (staging / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    _replace_folder(staging, root, replace)
-    return root
 
 
 def _replace_folder(staging: Path, root: Path, replace: bool) -> None:

@@ -4,6 +4,8 @@ One place decides how the trainer meets a cluster:
 
 - `connect` starts a local Ray (laptop) or joins `cluster.address` (`auto` inside `ray job submit`), failing in
   seconds with a one-line `ClusterError` when the address does not answer (Ray itself retries for minutes).
+  Every process of the run gets RAY_ADDRESS naming that cluster, so Ray code that looks a cluster up on its own
+  never picks another Ray running on the same machine.
 - `actor_options` / `train_resources_per_worker` turn the cluster section into `.options(**...)` for rollout and
   helper actors and into Ray Train's `resources_per_worker` for learners. A node hosts rollout actors when it
   advertises the custom resource `cluster.rollout_resource` (one unit per actor, so `{"rollout": 4}` means four
@@ -37,6 +39,8 @@ Role = Literal["rollout", "learner", "helper"]
 
 DEFAULT_GCS_PORT = 6379
 DEFAULT_CLIENT_PORT = 10001
+GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"
+"""Read by Ray when it starts a head node: the GCS port (0 or unset: any free one)."""
 _EPS = 1e-9
 
 # Paths `ray job submit --working-dir .` must not upload: environments, data, caches and run outputs.
@@ -110,6 +114,17 @@ def _join_target(address: str | None) -> str | None:
     return None if address == "local" else address
 
 
+def joins_cluster(cluster_cfg: ClusterConfig) -> bool:
+    """Whether `connect` will join a running cluster (else it starts a local Ray, or reuses this process's)."""
+    return not ray.is_initialized() and _join_target(cluster_cfg.address) is not None
+
+
+def largest_node_memory() -> int:
+    """Bytes of memory (Ray's task memory plus its object store) of the connected cluster's largest alive node."""
+    return int(max((n["Resources"].get("memory", 0) + n["Resources"].get("object_store_memory", 0)
+                    for n in ray.nodes() if n.get("Alive")), default=0))
+
+
 def _summary(started_local: bool, dashboard_url: str | None) -> dict[str, Any]:
     resources = ray.cluster_resources()
     nodes = [n for n in ray.nodes() if n.get("Alive")]
@@ -135,6 +150,42 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def _start_local(cluster_cfg: ClusterConfig, namespace: str | None, logging_level: int) -> Any:
+    """`ray.init(address="local")` on a GCS port chosen here, with RAY_ADDRESS naming that GCS in the environment
+    of every process of the run.
+
+    Ray code that looks a cluster up by itself (Ray Train's placement-group cleaner and state actor ask the state
+    API with no address) otherwise picks "the" Ray of this machine: with a second Ray running it fails with "Found
+    multiple active Ray instances", or, after a `ray start` elsewhere on the host, it asks that cluster, finds no
+    Train controller there and removes the healthy learners' placement group.
+    """
+    port = int(os.environ.get(GCS_PORT_ENV) or 0) or _free_port()
+    address = f"{ray.util.get_node_ip_address()}:{port}"
+    previous = os.environ.get(GCS_PORT_ENV)
+    os.environ[GCS_PORT_ENV] = str(port)
+    try:
+        return ray.init(
+            address="local",
+            num_cpus=cluster_cfg.num_cpus,
+            include_dashboard=cluster_cfg.dashboard,
+            dashboard_host=cluster_cfg.dashboard_host,
+            namespace=namespace,
+            runtime_env={"env_vars": {**OFFLINE_ENV, "RAY_ADDRESS": address}},
+            logging_level=logging_level,
+        )
+    finally:
+        if previous is None:
+            os.environ.pop(GCS_PORT_ENV, None)
+        else:
+            os.environ[GCS_PORT_ENV] = previous
+
+
 def connect(cluster_cfg: ClusterConfig, *, namespace: str | None = None,
             logging_level: int = logging.INFO) -> dict[str, Any]:
     """Start a local Ray or join a cluster; return a summary (address, nodes, CPUs, GPUs, dashboard URL).
@@ -152,15 +203,7 @@ def connect(cluster_cfg: ClusterConfig, *, namespace: str | None = None,
         if cluster_cfg.dashboard and not _is_loopback(cluster_cfg.dashboard_host):
             logger.warning("Ray dashboard binds %s: anyone who can reach this port controls the cluster; prefer "
                            "127.0.0.1 and an SSH tunnel (docs/cluster.md)", cluster_cfg.dashboard_host)
-        context = ray.init(
-            address="local",
-            num_cpus=cluster_cfg.num_cpus,
-            include_dashboard=cluster_cfg.dashboard,
-            dashboard_host=cluster_cfg.dashboard_host,
-            namespace=namespace,
-            runtime_env={"env_vars": dict(OFFLINE_ENV)},
-            logging_level=logging_level,
-        )
+        context = _start_local(cluster_cfg, namespace, logging_level)
         url = context.dashboard_url or None
         return _summary(started_local=True, dashboard_url=f"http://{url}" if url else None)
     if target.startswith(("http://", "https://")):
@@ -168,11 +211,16 @@ def connect(cluster_cfg: ClusterConfig, *, namespace: str | None = None,
             f"Ray address '{target}' is the dashboard/job-submission URL; pass it to `ray job submit --address`, "
             f"and set cluster.address (or RAY_ADDRESS) to auto inside the job or to HOST:6379"
         )
+    runtime_env = None
     if target != "auto":
         host, port = _split_host_port(target)
         _probe(target, host, port, cluster_cfg.connect_timeout_s)
+        if not target.startswith("ray://") and not os.environ.get("RAY_JOB_ID"):
+            # As for a local Ray (`_start_local`): the run's processes look up exactly this cluster.
+            gcs = f"{ray.util.get_node_ip_address() if _is_loopback(host) else host}:{port}"
+            runtime_env = {"env_vars": {"RAY_ADDRESS": gcs}}
     try:
-        ray.init(address=target, namespace=namespace, logging_level=logging_level)
+        ray.init(address=target, namespace=namespace, runtime_env=runtime_env, logging_level=logging_level)
     except AuthenticationError:
         raise ClusterError(
             f"the Ray cluster at {target} uses token authentication and this machine has no (or another) token; "

@@ -2,6 +2,7 @@
 
 `Driver.run` top to bottom:
 
+    preflight     paths, the run directory's state (new run, resume point, finished), the memory estimate
     artifacts     dataset, base model, reward model, evaluator (built on first use, cached under workdir)
     connect       a local Ray or the cluster (cluster.address / `auto` inside `ray job submit`)
     services      WeightStore and ReplayQueue (num_cpus=0 helpers); version 0 = the base weights,
@@ -34,25 +35,27 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from rich.console import Console
 from rich.live import Live
 
-from sopo_ray import artifacts, trackers
+from sopo_ray import artifacts, memory, trackers
 from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
 from sopo_ray.config import Config, config_to_dict, with_absolute_paths
 from sopo_ray.console import make_console
 from sopo_ray.distributed import cluster
 from sopo_ray.distributed.group import RolloutGroup, caption_table
-from sopo_ray.distributed.learner import LEARNER_FILE, PIPELINE_FILE, train_loop_per_worker
+from sopo_ray.distributed.learner import CountLearnerFailures, train_loop_per_worker
 from sopo_ray.distributed.monitor import PIPELINE_EVERY_S, LiveView, pipeline_record
 from sopo_ray.distributed.pool import RolloutPool
+from sopo_ray.distributed.preflight import check_resume_point, newest_loadable, preflight
 from sopo_ray.distributed.ray_logs import RAY_LOG, RayOutput, driver_log_level, train_logging
 from sopo_ray.distributed.replay_queue import ReplayQueue
 from sopo_ray.distributed.rollout import RolloutWorker
 from sopo_ray.distributed.schedule import SchedulePlan
-from sopo_ray.distributed.storage import RunStorage, local_copy
+from sopo_ray.distributed.storage import RunStorage
 from sopo_ray.distributed.summary import eval_record, print_summary
-from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.tracking import MetricsWriter
 
 ONLINE = ("sopo", "online_dpo")
+STOP_GRACE_S = 2.0
+"""Seconds rollout workers get to return their stats after a stop by signal before they are killed."""
 
 
 class Driver:
@@ -90,8 +93,14 @@ class Driver:
         # Paths are made absolute first: actors start elsewhere, and a resumed run reads them from config.yaml.
         cfg = self.cfg = with_absolute_paths(cfg)
         trackers.check_available(cfg.log)
+        self.storage = RunStorage.for_run(cfg, self.run_dir)
+        self.resume_point = preflight(cfg, self.run_dir, self.storage, self.resume, self.objective in ONLINE)
         art = artifacts.resolve(cfg, self.console, need_evaluator=s.final_eval)
+        check_resume_point(self.resume_point, art)
+        joined = cluster.joins_cluster(cfg.cluster)
         info = cluster.connect(cfg.cluster, logging_level=driver_log_level(cfg.log.verbose))
+        if joined:
+            memory.check_fits(cfg, cluster.largest_node_memory(), "the cluster's largest node", whole_run=False)
         placement = cluster.check_resources(cfg)
         self.use_gpu = placement["use_gpu"]
         if cfg.cluster.rollout_resource and not cfg.cluster.learner_resource:
@@ -100,15 +109,12 @@ class Driver:
                                "give learner nodes a custom resource and set cluster.learner_resource")
         self.console.print(f"ray: {info['num_nodes']} node(s), {info['num_cpus']:g} CPUs, {info['num_gpus']:g} GPUs; "
                            f"learners on {'GPU' if self.use_gpu else 'CPU'}")
-        self.storage = RunStorage.for_run(cfg, self.run_dir)
-        if not self.resume and self.storage.latest(LEARNER_FILE) is not None:
-            raise ConfigError(f"{self.storage.root} already holds checkpoints of an earlier run; continue it with "
-                              f"`python -m sopo_ray.run --resume {self.run_dir}` or choose another --output-dir")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl")
         self.exits.callback(self.metrics.close)
         self.ray_output = self.exits.enter_context(RayOutput(self.run_dir / RAY_LOG, self.console, cfg.log.verbose))
+        self._note_repairs()
         self.console.print(f"run directory: [bold]{self.run_dir}[/]")
         self._start_services(art)
         self.metrics.trackers += trackers.open_trackers(cfg, self.run_dir, resume=self.resume,
@@ -123,8 +129,9 @@ class Driver:
         status = ray.get(self.store.status.remote())
         if self.failure:
             status = {**status, "state": "failed", "message": self.failure}
+        health = {**self._fault_counts(), "learner_restarts": self._restarts_before() + status["learner_restarts"]}
         self.metrics.log(status.get("step", 0), event="run", state=status["state"], message=status["message"],
-                         **{f"health/{k}": v for k, v in self._fault_counts().items()})
+                         **{f"health/{k}": v for k, v in health.items()})
         if self.fit_error is not None:
             self.console.print(f"[red]error:[/] the learners failed: {str(self.fit_error).splitlines()[0]} "
                                f"(Ray's output: {self.ray_output.path})")
@@ -180,21 +187,14 @@ class Driver:
         if self.objective in ONLINE:
             self.queue = ray.remote(ReplayQueue).options(**helper, max_restarts=-1, max_task_retries=-1).remote(
                 self.plan, self.tau)
-        folder = self.storage.latest(LEARNER_FILE) if self.resume else None
+        point = self.resume_point
+        folder, learner, pipeline = point.folder, point.learner, point.pipeline
         if self.resume and folder is None:
             self.console.print("[yellow]no checkpoint in the run directory yet: starting from the base model[/]")
         if folder is None:
             state = {k: v.numpy() for k, v in art.base_payload["state"].items()}
             ray.get(self.store.publish.remote(0, 0, state))
             return
-        with local_copy(folder) as local:
-            learner = load_checkpoint(local / LEARNER_FILE, "trainer", art.train.data_id)
-            pipeline_file = local / PIPELINE_FILE
-            pipeline = load_checkpoint(pipeline_file, "pipeline", art.train.data_id)["state"] \
-                if self.queue is not None and pipeline_file.is_file() else None
-        if not artifacts.same_reference(learner.get("reference"), art.reference_id):
-            raise CheckpointError(f"checkpoint {folder} was aligned from reference {learner.get('reference')} but "
-                                  f"the base model is now {art.reference_id}; restore that base or start a new run")
         if pipeline is not None:
             for v, state in sorted(pipeline["versions"].items()):
                 ray.get(self.store.publish.remote(int(v), 0, {k: t.numpy() for k, t in state.items()}))
@@ -234,6 +234,24 @@ class Driver:
         for change in self.pool.resize(set()):
             self.console.print(change, highlight=False)
 
+    def _note_repairs(self) -> None:
+        """Say (and log) what the start found broken and worked around: a cut-off metrics line, unreadable
+        checkpoints skipped for an older complete one."""
+        point = self.resume_point
+        if self.metrics.dropped_tail:
+            self.console.print(f"[yellow]warning:[/] metrics.jsonl ended in a cut-off line "
+                               f"({len(self.metrics.dropped_tail)} characters); dropped it")
+        for skipped in point.skipped:
+            self.console.print(f"[yellow]warning:[/] skipping unreadable checkpoint {skipped}")
+        if self.resume:
+            self.metrics.log(point.step, event="resume", checkpoint=point.folder, skipped=point.skipped,
+                             dropped_metrics_tail=self.metrics.dropped_tail)
+
+    def _restarts_before(self) -> int:
+        """Learner restarts of the run's earlier sessions (from the checkpoint a resumed run continues from)."""
+        learner = self.resume_point.learner
+        return int(learner["health"].get("learner_restarts", 0)) if learner else 0
+
     def _fault_counts(self) -> dict[str, int]:
         return {**(self.pool.faults if self.pool else {}), **self.faults}
 
@@ -270,7 +288,7 @@ class Driver:
         session = self.storage.new_session()
         setup = {"cfg": cfg, "base": self.base_ref, "dataset": self.train_ref, "queue": self.queue,
                  "store": self.store, "pairs": pairs_ref, "tau": self.tau, "reference_id": art.reference_id,
-                 "storage": self.storage.root}
+                 "storage": self.storage.root, "restarts_before": self._restarts_before()}
         trainer = TorchTrainer(
             train_loop_per_worker, train_loop_config=setup,
             scaling_config=ScalingConfig(num_workers=s.num_learners, use_gpu=self.use_gpu,
@@ -278,6 +296,7 @@ class Driver:
                                                                                                  self.use_gpu)),
             run_config=RunConfig(name=session, storage_path=self.storage.root,
                                  failure_config=FailureConfig(max_failures=s.max_learner_failures),
+                                 callbacks=[CountLearnerFailures(self.store)],
                                  checkpoint_config=CheckpointConfig(num_to_keep=s.checkpoints_to_keep),
                                  logging_config=train_logging(cfg.log.verbose)))
 
@@ -392,7 +411,8 @@ class Driver:
         if self.queue is None:
             return
         ray.get(self.queue.close.remote("done"))
-        self.pool.shutdown(self.cfg.schedule.sync_timeout_s)
+        # On Ctrl-C do not wait for a rollout batch to finish (it may take minutes); its tickets are in the checkpoint.
+        self.pool.shutdown(STOP_GRACE_S if self.stop_signal else self.cfg.schedule.sync_timeout_s)
         stats = ray.get(self.queue.stats.remote())
         self._note_queue_failure(stats)
         record = pipeline_record(stats, self._fault_counts())
@@ -404,11 +424,9 @@ class Driver:
         """The aligned generator of the newest checkpoint as `policy.pt` (loadable by `sopo generate/evaluate`)."""
         from sopo_ray.models.generator import generator_from_payload, save_generator
 
-        folder = self.storage.latest(LEARNER_FILE)
-        if folder is None:
+        payload = newest_loadable(self.storage, art.train.data_id).learner
+        if payload is None:
             return None
-        with local_copy(folder) as local:
-            payload = load_checkpoint(local / LEARNER_FILE, "trainer", art.train.data_id)
         gen = generator_from_payload(art.base_payload)
         gen.load_state_dict(payload["state"]["policy"])
         path = save_generator(self.run_dir / "policy.pt", gen, self.cfg, art.train.data_id,

@@ -87,7 +87,7 @@ class Learner:
         # Ray Train restarted the worker group after a failure (FailureConfig): from the newest checkpoint, or from
         # the start when it died before the first one. Either way the weight store must go back to this version.
         self.restarted = restarts > 0
-        self.health["learner_restarts"] += int(self.restarted)
+        self.health["learner_restarts"] = setup.get("restarts_before", 0) + restarts
 
     # ------------------------------------------------------------------------------------------------
     # The algorithm
@@ -258,6 +258,17 @@ class Learner:
             self.health.update(payload["health"])
             self.last_checkpoint_step = self.step
             return
+
+
+class CountLearnerFailures(ray.train.UserCallback):
+    """Ray Train callback (it runs in Train's controller): tell the weight store of every failed learner group, so
+    `health/learner_restarts` counts each restart, also of a group that failed before its learners registered."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+        self.store.learner_failed.remote()
 
 
 def train_loop_per_worker(setup: dict[str, Any]) -> None:

@@ -47,6 +47,7 @@ class WeightStore:
         self._status: dict[str, Any] = {"state": "running", "message": ""}
         self._republished = 0
         self._starts: dict[int, int] = {}
+        self._failures = 0
 
     async def publish(self, version: int, step: int, state: dict[str, np.ndarray]) -> float:
         """Store `state` as `version` (re-publishing a version, after a learner restart, replaces it)."""
@@ -84,10 +85,18 @@ class WeightStore:
         return records
 
     async def learner_started(self, rank: int) -> int:
-        """Count a start of learner `rank`; returns how many times it had started before in this run session
-        (more than 0: Ray Train restarted the worker group after a failure)."""
+        """Count a start of learner `rank`; returns how many times Ray Train has restarted the learner group in this
+        run session: the failures it reported (`learner_failed`), or the earlier starts of this rank when more (a
+        group that failed before it could report)."""
         self._starts[rank] = self._starts.get(rank, 0) + 1
-        return self._starts[rank] - 1
+        return self._restarts()
+
+    async def learner_failed(self) -> None:
+        """Ray Train found a failed learner group (`learner.CountLearnerFailures`); it restarts it."""
+        self._failures += 1
+
+    def _restarts(self) -> int:
+        return max(self._failures, max(self._starts.values(), default=1) - 1)
 
     async def set_status(self, state: str, message: str = "", **extra: Any) -> None:
         """The learner's final word: 'done', 'stopped', 'failed' with a one-line message."""
@@ -102,7 +111,8 @@ class WeightStore:
 
     async def status(self) -> dict[str, Any]:
         """Status plus the versions held and how many were re-published."""
-        return {**self._status, "versions": sorted(self._versions), "republished": self._republished}
+        return {**self._status, "versions": sorted(self._versions), "republished": self._republished,
+                "learner_restarts": self._restarts()}
 
 
 def state_to_numpy(module: torch.nn.Module) -> dict[str, np.ndarray]:
