@@ -387,6 +387,12 @@ class ExperimentConfig(Section):
     """Base models `sopo experiment compare` aligns (each pretrained or reused under workdir/base/<kind>)."""
     methods: list[Literal["sft", "offline_dpo", "online_dpo", "sopo"]] = ["sft", "offline_dpo", "online_dpo", "sopo"]
     """Alignment methods compared, each through the same trainer with the same steps and batch size."""
+    seeds: Annotated[list[Seed], Field(min_length=1)] = [0, 1, 2]
+    """Training seeds of every method (the run seed: caption order, rollout noise, learner draws); CIs of a
+    method's numbers are over these seeds (`experiments.seeds`), evaluation uses the experiment's own seed."""
+    trainer: Literal["local", "ray"] = "local"
+    """How each run trains: `local` (the single-process loop, two runs at a time as Ray tasks of one CPU) or `ray`
+    (the distributed Driver, one run at a time); both train the same pairs the same way."""
     base_overrides: dict[str, list[str]] = {}
     """Extra `key=value` overrides per base kind (e.g. mld: [objective.k=2]); applied after model.kind."""
     curve_points: Annotated[int, Field(ge=0)] = 4

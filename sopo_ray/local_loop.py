@@ -10,10 +10,10 @@ The same round as the distributed trainer (`sopo_ray.algorithm`), step by step:
         SFT: the dataset motions of those captions; offline DPO: pairs sampled once from the reference
         every sync_interval applied steps the policy becomes version v + 1
 
-It is what the hyperparameter sweeps run (two sweeps fit on two cores), and a test checks that it trains the same
-pairs to the same weights as a deterministic one-worker Ray run. A run directory holds config.yaml,
-metrics.jsonl (the Ray trainer's record keys), checkpoint.pt (atomic, `--resume` continues), policy.pt and the
-final report.
+It is what the hyperparameter sweeps and `sopo experiment` run (two runs fit on two cores), and a test checks
+that it trains the same pairs to the same weights as a deterministic one-worker Ray run. A run directory holds
+config.yaml, metrics.jsonl (the Ray trainer's record keys), checkpoint.pt (atomic, `--resume` continues), the
+newest `schedule.checkpoints_to_keep` checkpoints/step_*.pt, policy.pt and the final report.
 """
 
 from __future__ import annotations
@@ -213,6 +213,7 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
                     return 1
                 if not record["skipped"] and trainer.step % s.checkpoint_interval == 0:
                     trainer.save(ckpt)
+                    keep_snapshot(trainer, run_dir, s.checkpoints_to_keep)
                 if not record["skipped"] and trainer.step % LOG_EVERY == 0:
                     console.print(_progress_line(record, s.total_steps, time.perf_counter() - started),
                                   highlight=False)
@@ -232,6 +233,15 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
 
         evaluate_and_report(cfg, art, policy, run_dir, console)
     return 0
+
+
+def keep_snapshot(trainer: LocalTrainer, run_dir: Path, keep: int) -> None:
+    """A copy of this step's checkpoint as checkpoints/step_<step>.pt, keeping the newest `keep` of them (as a Ray
+    run keeps `checkpoints_to_keep` learner checkpoints): what `sopo experiment` evaluates along the run."""
+    folder = run_dir / "checkpoints"
+    trainer.save(folder / f"step_{trainer.step:08d}.pt")
+    for old in sorted(folder.glob("step_*.pt"))[:-keep]:
+        old.unlink()
 
 
 def _progress_line(record: dict[str, Any], total: int, seconds: float) -> str:

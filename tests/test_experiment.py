@@ -1,5 +1,6 @@
-"""`sopo experiment compare` end to end at smoke size: every method goes through the real trainer on the real
-local Ray, is evaluated on the test split, and lands in results.json / results.md with finite numbers."""
+"""`sopo experiment compare` end to end at smoke size: every method and training seed goes through the real trainer
+on the real local Ray, is evaluated on both held-out splits, aggregated over its seeds and compared with SoPo;
+and the verdict rule on hand-made intervals."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import torch
 
 from sopo_ray.cli import main
 from sopo_ray.config import load_config
-from sopo_ray.experiment import base_config, run_config
-from sopo_ray.experiment_cost import alignment_cost
+from sopo_ray.experiments.cost import alignment_cost
+from sopo_ray.experiments.runner import base_config, run_config
+from sopo_ray.experiments.seeds import compare_cells, over_seeds, verdict
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "compare_smoke.yaml"
 METHODS = ("sft", "offline_dpo", "online_dpo", "sopo")
@@ -37,26 +39,59 @@ def test_alignment_cost_counts_rollout_only_for_online_methods() -> None:
     assert sft["rollout_passes"] == 0 and sft["sample_passes"] == 10 * 4 * 3
 
 
+def test_a_method_aggregates_over_its_seeds_with_a_t_interval() -> None:
+    tables = [{"Oracle": [0.5, 0.01]}, {"Oracle": [0.6, 0.02]}, {"Oracle": [0.7, 0.01]}]
+    mean, half = over_seeds(tables)["Oracle"]
+    assert mean == pytest.approx(0.6)
+    assert half == pytest.approx(4.302653 * 0.1 / 3 ** 0.5, rel=1e-5)       # t(0.975, 2) * sd / sqrt(3)
+    assert over_seeds(tables[:1]) == {"Oracle": [0.5, 0.01]}                  # one seed keeps its evaluation CI
+
+
+@pytest.mark.parametrize(("metric", "a", "b", "expected"), [
+    ("Oracle", [0.60, 0.02], [0.50, 0.03], "better"),
+    ("Oracle", [0.52, 0.02], [0.50, 0.03], "tie"),
+    ("R@1", [0.10, 0.01], [0.20, 0.01], "worse"),
+    ("FID", [5.0, 0.5], [8.0, 1.0], "better"),                               # lower is better
+    ("MM-Dist", [9.0, 0.1], [8.0, 0.1], "worse"),
+    ("Diversity", [12.4, 0.1], [14.0, 0.2], "better"),                       # closer to the real 12.5
+    ("Diversity", [12.4, 0.3], [12.6, 0.3], "tie"),
+])
+def test_the_verdict_needs_disjoint_intervals_in_the_metric_s_direction(metric, a, b, expected) -> None:
+    assert compare_cells(metric, a, b, real=[12.5, 0.1]) == expected
+
+
+def test_verdict_covers_the_metrics_both_rows_have() -> None:
+    marks = verdict({"Oracle": [0.6, 0.01], "FID": [5.0, 0.1]}, {"Oracle": [0.5, 0.01]})
+    assert marks == {"Oracle": "better"}
+
+
 @pytest.mark.slow
-def test_compare_smoke_gives_a_finite_row_per_method(ray_cluster, tmp_path: Path) -> None:
+def test_compare_smoke_gives_a_finite_row_per_method_and_seed(ray_cluster, tmp_path: Path) -> None:
     torch.set_num_threads(1)
     out = tmp_path / "exp"
     assert main(["experiment", "compare", "--config", str(CONFIG), "--out", str(out), "--set",
                  f"workdir={tmp_path / 'work'}", "--set", "experiment.curve_points=1",
-                 "--set", "schedule.total_steps=2"]) == 0
+                 "--set", "schedule.total_steps=2", "--set", "experiment.seeds=[0,1]"]) == 0
     results = json.loads((out / "results.json").read_text())
     entry = results["bases"]["mdm"]
-    assert set(entry["methods"]) == set(METHODS)
-    for table in [entry["base"], *(m["eval"] for m in entry["methods"].values())]:
-        for key in ("R@1", "R@3", "FID", "MM-Dist", "Diversity", "Oracle", "Reward"):
-            assert math.isfinite(table[key][0]) and math.isfinite(table[key][1]), key
+    assert list(entry["splits"]) == ["test", "compositional"]
+    for split in entry["splits"].values():
+        assert set(split["methods"]) == set(METHODS)
+        for table in [split["base"], *(m["mean"] for m in split["methods"].values()),
+                      *(t for m in split["methods"].values() for t in m["seeds"].values())]:
+            for key in ("R@1", "R@3", "FID", "MM-Dist", "Diversity", "Oracle", "Reward"):
+                assert math.isfinite(table[key][0]) and math.isfinite(table[key][1]), key
+        assert set(split["verdict"]) == {"base", "sft", "offline_dpo", "online_dpo"}
+        assert set(split["verdict"]["base"].values()) <= {"better", "worse", "tie"}
     for method in METHODS:
-        run = entry["methods"][method]["run"]
-        assert run["steps"] == 2 and run["cost"]["sample_passes"] > 0
-        assert (out / "mdm" / method / "policy.pt").is_file()
-        assert [p["step"] for p in entry["methods"][method]["curve"]] == [0, 2]
-    online = entry["methods"]["sopo"]["run"]["cost"]
-    assert online["rollout_groups"] >= 2 * 4 and entry["methods"]["sft"]["run"]["cost"]["rollout_passes"] == 0
+        for seed in (0, 1):
+            run = entry["runs"][f"{method}/seed-{seed}"]
+            assert run["steps"] == 2 and run["seed"] == seed and run["cost"]["sample_passes"] > 0
+            assert (out / "mdm" / method / f"seed-{seed}" / "policy.pt").is_file()
+        assert [p["step"] for p in entry["curves"][method]] == [0, 2]
+    online = entry["runs"]["sopo/seed-0"]["cost"]
+    assert online["rollout_groups"] == 2 * 4 and entry["runs"]["sft/seed-0"]["cost"]["rollout_passes"] == 0
     text = (out / "results.md").read_text()
-    assert "MDM + SoPo" in text and "MDM + online DPO" in text
+    assert "MDM + SoPo" in text and "MDM + online DPO" in text and "SoPo against" in text
+    assert text.index("in-distribution test split") < text.index("compositional split")
     assert (out / "filmstrip_mdm.png").stat().st_size > 0 and (out / "oracle_vs_steps.png").is_file()

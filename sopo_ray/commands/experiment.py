@@ -1,5 +1,5 @@
-"""`sopo experiment compare|ablate`: SoPo against the base, SFT, offline DPO and online DPO at equal compute
-(and SoPo's ablations), through the distributed trainer; writes results.json, results.md and figures."""
+"""`sopo experiment compare|ablate`: SoPo against the base, SFT, offline DPO and online DPO at equal compute over
+training seeds, on both held-out splits (and SoPo's ablations); writes results.json, results.md and figures."""
 
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ from sopo_ray.paths import check_output_dir
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sopo experiment` with its `compare` and `ablate` verbs."""
     parser = subparsers.add_parser(
-        "experiment", help="compare SoPo with the baselines (and ablate it) on the held-out test split",
+        "experiment", help="compare SoPo with the baselines over training seeds (and ablate it) on both held-out "
+                           "splits",
         description="Train or reuse the base models, reward model and evaluator (cached under workdir), align every "
-                    "base with every method through the same trainer, evaluate all with one seed, and write "
-                    "results.json, results.md and figures to the experiment folder. Finished runs are reused.")
+                    "base with every method once per training seed (experiment.seeds) through the same trainer, "
+                    "evaluate all with one seed on the in-distribution and the compositional split, say per metric "
+                    "whether SoPo beats each other row, and write results.json, results.md and figures to the "
+                    "experiment folder. Finished runs are reused.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
     for verb, text in (("compare", "base x method table (experiment.bases, experiment.methods); --ablations adds "
                                    "the ablations"),
@@ -37,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the comparison and/or the ablations, then write the tables and figures."""
     from rich.console import Console
 
-    from sopo_ray import experiment_report as report
-    from sopo_ray.experiment import Experiment, base_config, default_out
+    from sopo_ray.experiments import report
+    from sopo_ray.experiments.runner import Experiment, base_config, default_out
 
     cfg = load_config(args.config, args.overrides)
     out = check_output_dir(Path(args.out) if args.out else default_out(cfg), "--out")

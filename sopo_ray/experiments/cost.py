@@ -56,7 +56,10 @@ def alignment_cost(cfg: Config, records: list[dict[str, Any]], offline_pairs: in
     per_caption = TRAIN_STEP if name == "sft" else 2 * TRAIN_STEP + 2
     learner = s.total_steps * s.batch_size * per_caption
     generated = [r["queue/generated"] for r in records if r.get("event") == "pipeline" and "queue/generated" in r]
-    groups = int(generated[-1]) if generated else 0
+    if generated:
+        groups = int(generated[-1])
+    else:   # the local loop samples exactly the groups it trains (no queue, nothing dropped)
+        groups = sum(len(r.get("health/staleness") or []) for r in records if r.get("event") == "step")
     rollout = _sampling_passes(cfg, groups)
     offline = _sampling_passes(cfg, offline_pairs)
     return {"learner_passes": learner, "rollout_passes": rollout, "offline_pair_passes": offline,

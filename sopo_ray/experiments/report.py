@@ -1,4 +1,5 @@
-"""Tables and figures of `sopo experiment` from its results.json: results.md, training curves, oracle accuracy vs
+"""Tables and figures of `sopo experiment` from its results.json: results.md (per base and held-out split the
+comparison over training seeds and SoPo's verdict against every other row), training curves, oracle accuracy vs
 steps, ablation plots, and a filmstrip of the same held-out captions before and after SoPo."""
 
 from __future__ import annotations
@@ -27,27 +28,51 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "-" if not a or not b else f"{a / b:.2f}x"
 
 
-def comparison_table(results: dict[str, Any], kind: str) -> list[str]:
-    """Markdown rows of the main table of one base: Real, base and every method, with training cost."""
+SPLIT_NAMES = {"test": "in-distribution test split", "compositional": "compositional split"}
+MARK = {"better": "better", "worse": "**worse**", "tie": "tie"}
+
+
+def comparison_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
+    """Markdown rows of one base's table on one split: Real, base and every method (mean ± 95% CI over the
+    training seeds), with each method's training cost."""
     entry = results["bases"][kind]
+    result = entry["splits"][split]
     pre = entry["pretrain"]
     head = ["model", *(HEADERS[k] for k in COLUMNS), "align wall s", "wall / pretrain", "passes / pretrain"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    rows: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
-    if results.get("real"):
-        rows.append(("real motions", results["real"], None))
-    rows.append((f"{kind.upper()} base", entry["base"], None))
-    rows += [(f"{kind.upper()} + {LABELS[m]}", v["eval"], v["run"]) for m, v in entry["methods"].items()]
-    for name, table, run in rows:
+    rows: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [("real motions", result["real"], []),
+                                                                     (f"{kind.upper()} base", result["base"], [])]
+    for method, row in result["methods"].items():
+        runs = [entry["runs"][f"{method}/seed-{s}"] for s in entry["seeds"]]
+        rows.append((f"{kind.upper()} + {LABELS[method]}", row["mean"], runs))
+    for name, table, runs in rows:
         cost = ["-", "-", "-"]
-        if run is not None:
-            cost = [f"{run['wall_s']:.0f}", _ratio(run["wall_s"], pre["wall_s"]),
-                    _ratio(run["cost"]["sample_passes"], pre["sample_passes"])]
+        if runs:
+            wall = sum(r["wall_s"] for r in runs) / len(runs)
+            passes = sum(r["cost"]["sample_passes"] for r in runs) / len(runs)
+            cost = [f"{wall:.0f}", _ratio(wall, pre["wall_s"]), _ratio(passes, pre["sample_passes"])]
         lines.append("| " + " | ".join([name, *(cell(table.get(k)) for k in COLUMNS), *cost]) + " |")
-    wall = "-" if pre["wall_s"] is None else f"{pre['wall_s']:.0f} s" + (" (estimated)" if pre["estimated"] else "")
-    lines += ["", f"Pretraining of the {kind.upper()} base: {pre['steps']} steps, {wall}, "
-                  f"{pre['sample_passes']:,} sample-passes."]
     return lines
+
+
+def verdict_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
+    """Markdown rows: does SoPo beat each other row, per metric (disjoint 95% intervals; `experiments.seeds`)."""
+    result = results["bases"][kind]["splits"][split]
+    if "verdict" not in result:
+        return []
+    keys = [k for k in COLUMNS if any(k in v for v in result["verdict"].values())]
+    lines = ["| SoPo against | " + " | ".join(HEADERS[k] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for other, marks in result["verdict"].items():
+        label = f"{kind.upper()} base" if other == "base" else LABELS[other]
+        lines.append(f"| {label} | " + " | ".join(MARK[marks[k]] if k in marks else "-" for k in keys) + " |")
+    return lines
+
+
+def pretrain_line(results: dict[str, Any], kind: str) -> str:
+    pre = results["bases"][kind]["pretrain"]
+    wall = "-" if pre["wall_s"] is None else f"{pre['wall_s']:.0f} s" + (" (estimated)" if pre["estimated"] else "")
+    return (f"Pretraining of the {kind.upper()} base: {pre['steps']} steps, {wall}, "
+            f"{pre['sample_passes']:,} sample-passes.")
 
 
 def ablation_table(results: dict[str, Any]) -> list[str]:
@@ -105,8 +130,8 @@ def plot_training(results: dict[str, Any], out_png: Path) -> Path:
     fig, axes = plt.subplots(len(kinds), 2, figsize=(12, 3.8 * len(kinds)), squeeze=False)
     for row, kind in zip(axes, kinds, strict=True):
         sft_axis = row[0].twinx()
-        for i, (method, entry) in enumerate(results["bases"][kind]["methods"].items()):
-            run_dir = Path(entry["dir"])
+        for i, (method, run_dir_name) in enumerate(results["bases"][kind]["dirs"].items()):
+            run_dir = Path(run_dir_name)
             x, y = _series(run_dir, "loss/loss")
             ax = sft_axis if method == "sft" else row[0]
             ax.plot(x, _smooth(y), color=f"C{i}", label=LABELS[method] + (" (right axis)" if method == "sft" else ""))
@@ -130,8 +155,7 @@ def plot_curves(results: dict[str, Any], out_png: Path) -> Path:
     kinds = list(results["bases"])
     fig, axes = plt.subplots(len(kinds), 2, figsize=(12, 3.8 * len(kinds)), squeeze=False)
     for row, kind in zip(axes, kinds, strict=True):
-        for i, (method, entry) in enumerate(results["bases"][kind]["methods"].items()):
-            points = entry["curve"]
+        for i, (method, points) in enumerate(results["bases"][kind]["curves"].items()):
             steps = [p["step"] for p in points]
             for ax, key in zip(row, ("Oracle", "Reward"), strict=True):
                 ax.plot(steps, [p[key][0] for p in points], "o-", color=f"C{i}", label=LABELS[method])
@@ -173,20 +197,20 @@ def filmstrip(cfg: Any, results: dict[str, Any], kind: str, out_png: Path, frame
     """The same held-out captions (same length and noise) from the base model and from the SoPo policy."""
     from sopo_ray import artifacts
     from sopo_ray.data.store import load_dataset
-    from sopo_ray.experiment_eval import run_jobs
+    from sopo_ray.experiments.jobs import run_jobs
     from sopo_ray.motion.features import features_to_joints
     from sopo_ray.motion.render import render_filmstrip
 
-    methods = results["bases"][kind]["methods"]
-    if "sopo" not in methods:
+    dirs = results["bases"][kind]["dirs"]
+    if "sopo" not in dirs:
         return None
     test = load_dataset(cfg.data, "test")
     rng = np.random.default_rng(cfg.seed)
     idx = rng.choice(len(test), min(cfg.experiment.filmstrip_captions, len(test)), replace=False)
     captions = [test.captions[i][0] for i in idx]
     seeds = [int(s) for s in rng.integers(0, 2**31 - 1, len(idx))]
-    job = {"kind": "samples", "indices": idx.tolist(), "captions": captions, "seeds": seeds}
-    policy = str(Path(methods["sopo"]["dir"], "policy.pt").resolve())
+    job = {"kind": "samples", "split": "test", "indices": idx.tolist(), "captions": captions, "seeds": seeds}
+    policy = str(Path(dirs["sopo"], "policy.pt").resolve())
     base, aligned = run_jobs(cfg, [{**job, "checkpoint": str(artifacts.base_path(cfg).resolve())},
                                    {**job, "checkpoint": policy}])
     joints, labels = [], []
@@ -199,20 +223,26 @@ def filmstrip(cfg: Any, results: dict[str, Any], kind: str, out_png: Path, frame
 
 
 def write_markdown(results: dict[str, Any], out_md: Path, figures: dict[str, Path]) -> Path:
-    """results.md: the comparison tables, the ablation table and the figures."""
+    """results.md: per base and split the comparison and SoPo's verdict, the ablation table and the figures."""
     cfg = results["config"]
-    ev = cfg["evaluator"]
-    lines = [f"# {cfg['name']}: SoPo vs baselines (seed {cfg['seed']})", "",
-             f"Test split, mean ± 95% CI over {ev['replications']} replications x {ev['num_captions']} captions, "
-             f"{cfg['diffusion']['sample_steps']} DDIM steps, guidance {cfg['diffusion']['guidance_scale']}. "
-             f"Every method: {cfg['schedule']['total_steps']} learner steps x batch {cfg['schedule']['batch_size']}.",
-             ""]
-    for kind in results.get("bases", {}):
-        lines += [f"## {kind.upper()} base", "", *comparison_table(results, kind), ""]
+    ev, e = cfg["evaluator"], cfg["experiment"]
+    lines = [f"# {cfg['name']}: SoPo vs baselines", "",
+             f"Every method trained with {len(e['seeds'])} seeds ({', '.join(map(str, e['seeds']))}); a method's "
+             f"numbers are the mean ± 95% CI (Student's t) over its seeds of each policy's mean over "
+             f"{ev['replications']} evaluation replications x {ev['num_captions']} captions (the base and the real "
+             f"motions: ± over replications). {cfg['diffusion']['sample_steps']} DDIM steps, guidance "
+             f"{cfg['diffusion']['guidance_scale']}. Every method: {cfg['schedule']['total_steps']} learner steps x "
+             f"batch {cfg['schedule']['batch_size']} (equal learner compute). 'better'/'worse': the 95% intervals "
+             "do not overlap.", ""]
+    for kind, entry in results.get("bases", {}).items():
+        for split in entry["splits"]:
+            lines += [f"## {kind.upper()} base, {SPLIT_NAMES.get(split, split)}", "",
+                      *comparison_table(results, kind, split), "", *verdict_table(results, kind, split), ""]
+        lines += [pretrain_line(results, kind), ""]
     if "ablations" in results:
         abl = results["ablations"]
-        lines += [f"## Ablations (SoPo on the {abl['base'].upper()} base, {abl['steps']} steps, "
-                  f"{abl['replications']} replications)", "", *ablation_table(results), ""]
+        lines += [f"## Ablations (SoPo on the {abl['base'].upper()} base, {abl['steps']} steps, seed {abl['seed']}, "
+                  f"{abl['replications']} replications, in-distribution test split)", "", *ablation_table(results), ""]
     for title, path in figures.items():
         lines += [f"![{title}]({path.name})", ""]
     out_md.write_text("\n".join(lines))
