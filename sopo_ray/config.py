@@ -1,6 +1,7 @@
 """Typed configuration: pydantic models with defaults, one docstring per field.
 
-Precedence: field defaults < YAML file (`--config configs/x.yaml`) < `--set a.b=value` flags.
+Precedence: field defaults < the YAML a file extends (`extends: default.yaml`) < YAML file (`--config
+configs/x.yaml`) < `--set a.b=value` flags.
 Unknown keys and wrong types are errors that name the key, the file and the allowed values. Every float must be
 finite (NaN/inf refused), ranges are constraints on the field lines, cross-field checks live beside the fields
 as validators.
@@ -595,21 +596,44 @@ def _merge(base: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `top` laid over it, section by section (a value in `top` replaces the one in `base`)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
+
+
+def read_yaml_config(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping of a YAML config file, with `extends: other.yaml` (relative to the file) laid under it, so a
+    variant states only what differs from the config it builds on."""
+    if not path.is_file():
+        what = f"config file {path}" if not chain else f"config file {path} (extended by {chain[-1]})"
+        raise ConfigError(f"{what} not found; pass an existing YAML file, e.g. configs/default.yaml")
+    if path.resolve() in {p.resolve() for p in chain}:
+        raise ConfigError(f"config file {path} extends itself through {' -> '.join(map(str, chain))}; break the loop")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
+    loaded = dict(loaded or {})
+    parent = loaded.pop("extends", None)
+    if parent is None:
+        return loaded
+    if not isinstance(parent, str):
+        raise ConfigError(f"config file {path}: `extends` must name one YAML file, e.g. extends: default.yaml")
+    return _deep_merge(read_yaml_config(path.parent / parent, (*chain, path)), loaded)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Build a Config from defaults, an optional YAML file and `--set` overrides."""
+    """Build a Config from defaults, an optional YAML file (and the files it extends) and `--set` overrides."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found; pass an existing YAML file, e.g. configs/default.yaml")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
-        raw = loaded or {}
+        raw = read_yaml_config(Path(path))
         source = str(path)
     for item in overrides or []:
         keys, value = parse_override(item)

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,26 @@ def test_with_overrides_is_a_validated_copy():
     assert new.schedule.max_staleness == 3 and cfg.schedule.max_staleness == 1
     with pytest.raises(ConfigError):
         with_overrides(cfg, ["nope=1"])
+
+
+def test_a_config_extends_another_section_by_section(tmp_path):
+    (tmp_path / "base.yaml").write_text("name: base\nschedule:\n  total_steps: 7\n  lr: 0.002\nobjective:\n  k: 3\n")
+    (tmp_path / "mid.yaml").write_text("extends: base.yaml\nschedule:\n  lr: 0.003\n")
+    (tmp_path / "top.yaml").write_text("extends: mid.yaml\nname: top\n")
+    cfg = load_config(tmp_path / "top.yaml", ["objective.k=5"])
+    assert cfg.name == "top" and cfg.schedule.total_steps == 7 and cfg.schedule.lr == 0.003
+    assert cfg.objective.k == 5                                       # --set still wins
+    shipped = load_config(REPO / "configs" / "compare_smoke.yaml")
+    smoke = load_config(REPO / "configs" / "smoke.yaml")
+    assert shipped.model == smoke.model and shipped.schedule.total_steps == 4
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("extends: missing.yaml\n", "missing.yaml (extended by"),
+    ("extends: loop.yaml\n", "extends itself"),
+    ("extends: [a.yaml, b.yaml]\n", "must name one YAML file"),
+])
+def test_bad_extends_are_one_line_errors(tmp_path, text, message):
+    (tmp_path / "loop.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(tmp_path / "loop.yaml")
