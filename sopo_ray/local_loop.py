@@ -26,7 +26,7 @@ import torch
 import yaml
 from rich.console import Console
 
-from sopo_ray import artifacts
+from sopo_ray import artifacts, memory, trackers
 from sopo_ray.algorithm import (
     PolicyErrors,
     calibrate_tau,
@@ -38,10 +38,12 @@ from sopo_ray.algorithm import (
 )
 from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
 from sopo_ray.config import Config, config_to_dict, with_absolute_paths
+from sopo_ray.console import make_console
 from sopo_ray.distributed.group import caption_table
 from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.distributed.seeds import derive_seed
 from sopo_ray.distributed.sources import CaptionSource, FixedPairSource
+from sopo_ray.distributed.summary import eval_record, print_summary
 from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.models.generator import generator_from_payload, save_generator
 from sopo_ray.models.text_encoder import load_text_cache
@@ -179,29 +181,36 @@ class LocalTrainer:
 
 def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Console | None = None) -> int:
     """Run (or resume) one alignment in this process; 0 when finished, 130 when interrupted (checkpoint kept)."""
-    console = console or Console()
+    console = console or make_console()
+    started = time.time()
     cfg = with_absolute_paths(cfg)
-    art = artifacts.resolve(cfg, console, need_evaluator=cfg.schedule.final_eval)
     run_dir = Path(run_dir)
     ckpt = run_dir / CHECKPOINT
+    # Everything that can refuse the run comes before building anything.
     if not resume and ckpt.is_file():
         raise ConfigError(f"{run_dir} already holds a run; continue it with `sopo align --local --resume {run_dir}` "
                           "or choose another --output-dir")
+    if resume and not ckpt.is_file():
+        raise ConfigError(f"--resume {run_dir}: no {CHECKPOINT} there (a local run writes it every "
+                          "schedule.checkpoint_interval steps); start a new run instead")
+    trackers.check_available(cfg.log)
+    memory.check_fits(cfg, memory.machine_memory(), "this machine", whole_run=False)
+    art = artifacts.resolve(cfg, console, need_evaluator=cfg.schedule.final_eval)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
     load_text_cache(cfg)
     trainer = LocalTrainer(cfg, art)
-    if resume and ckpt.is_file():
+    if resume:
         trainer.restore(ckpt)
         console.print(f"resuming from {ckpt} (step {trainer.step}, version {trainer.version})")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     s = cfg.schedule
     console.print(f"local run ({cfg.objective.name}, tau {trainer.tau:.4f}): {run_dir}")
-    started = time.perf_counter()
-    with MetricsWriter(run_dir / "metrics.jsonl") as log:
+    tracked = trackers.open_trackers(cfg, run_dir, resume=resume, start_step=trainer.step)
+    with MetricsWriter(run_dir / "metrics.jsonl", tracked) as log:
         try:
             while trainer.step < s.total_steps:
                 record = trainer.train_step()
@@ -215,23 +224,25 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
                     trainer.save(ckpt)
                     keep_snapshot(trainer, run_dir, s.checkpoints_to_keep)
                 if not record["skipped"] and trainer.step % LOG_EVERY == 0:
-                    console.print(_progress_line(record, s.total_steps, time.perf_counter() - started),
-                                  highlight=False)
+                    console.print(_progress_line(record, s.total_steps, time.time() - started), highlight=False)
         except KeyboardInterrupt:
             trainer.save(ckpt)
             console.print(f"stopped at step {trainer.step}; checkpoint written. Continue with:\n"
                           f"  sopo align --local --resume {run_dir}")
             return 130
         trainer.save(ckpt)
-        log.log(trainer.step, event="run", state="done", seconds=round(time.perf_counter() - started, 1))
-    policy = save_generator(run_dir / "policy.pt", trainer.policy, cfg, art.train.data_id,
-                            aligned_from=art.reference_id, objective=cfg.objective.name, step=trainer.step,
-                            version=trainer.version)
-    console.print(f"aligned policy (step {trainer.step}): {policy}")
-    if s.final_eval:
-        from sopo_ray.distributed.report import evaluate_and_report
+        log.log(trainer.step, event="run", state="done", seconds=round(time.time() - started, 1))
+        policy = save_generator(run_dir / "policy.pt", trainer.policy, cfg, art.train.data_id,
+                                aligned_from=art.reference_id, objective=cfg.objective.name, step=trainer.step,
+                                version=trainer.version)
+        report = None
+        if s.final_eval:
+            from sopo_ray.distributed.report import evaluate_and_report
 
-        evaluate_and_report(cfg, art, policy, run_dir, console)
+            report = evaluate_and_report(cfg, art, policy, run_dir, console)
+            log.log(trainer.step, event="eval", **eval_record(report))
+    print_summary(console, run_dir, objective=cfg.objective.name, steps=trainer.step, elapsed_s=time.time() - started,
+                  policy=policy, report=report, trackers=tracked, ray_log=None)
     return 0
 
 
