@@ -175,6 +175,9 @@ class RewardConfig(Section):
     counterfactual_negatives: bool = True
     """Add one counterfactual caption per motion (one attribute word exchanged: side, direction, count, speed,
     angle) as an extra negative text (`reward.hard_negatives`)."""
+    corruption_negatives: bool = False
+    """Add each motion, corrupted (drifting, partly frozen or reversed: `reward.hard_negatives.corrupt`), as an
+    extra negative motion for its own caption."""
     steps: Annotated[int, Field(ge=0)] = 1000
     """Training steps (val retrieval plateaus by ~1000 on the default dataset)."""
     batch_size: Annotated[int, Field(ge=2)] = 64
