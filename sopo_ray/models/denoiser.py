@@ -16,6 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from sopo_ray.models.inference import encoder_forward, supports_fast
+
 
 def sinusoidal_table(length: int, dim: int) -> Tensor:
     """Sinusoidal position table [length, dim] (sin on even, cos on odd channels)."""
@@ -67,8 +69,10 @@ class MotionDenoiser(nn.Module):
         return self.time_mlp(timestep_embedding(t, self.latent_dim)) + text
 
     def forward(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor,
-                keep_cond: Tensor | None = None) -> Tensor:
-        """x_t [B, L, C], t [B] int, text_emb [B, E], mask [B, L] bool valid, keep_cond [B] bool -> [B, L, C]."""
+                keep_cond: Tensor | None = None, fast: bool = False) -> Tensor:
+        """x_t [B, L, C], t [B] int, text_emb [B, E], mask [B, L] bool valid, keep_cond [B] bool -> [B, L, C].
+
+        `fast` (sampling, eval mode) runs the encoder through `inference.encoder_forward`: same result."""
         batch, length, channels = x_t.shape
         if length > self.max_len:
             raise ValueError(f"sequence of {length} frames exceeds the denoiser's {self.max_len}")
@@ -79,6 +83,9 @@ class MotionDenoiser(nn.Module):
         cond = self.condition(t, text_emb, keep_cond)
         h = torch.cat([cond[:, None], self.input_proj(tokens)], dim=1) + self.positions[: tokens.shape[1] + 1]
         valid = torch.cat([torch.ones_like(token_mask[:, :1]), token_mask], dim=1)
-        h = self.encoder(h, src_key_padding_mask=~valid)
+        if fast and supports_fast(self.encoder):
+            h = encoder_forward(self.encoder, h, valid)
+        else:
+            h = self.encoder(h, src_key_padding_mask=~valid)
         out = self.output_proj(self.out_norm(h[:, 1:]))
         return out.reshape(batch, length + extra, channels)[:, :length]

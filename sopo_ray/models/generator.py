@@ -29,6 +29,7 @@ from sopo_ray.config import Config, config_to_dict
 from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.models.denoiser import MotionDenoiser
 from sopo_ray.models.diffusion import GaussianDiffusion, seeded_normal
+from sopo_ray.models.inference import CPU_BUCKET_SAMPLES, length_buckets
 from sopo_ray.models.latent import LatentSpace
 from sopo_ray.models.mdm_official import OfficialMDM
 from sopo_ray.models.text_encoder import get_text_encoder, text_encoder_dim
@@ -61,6 +62,7 @@ class MotionGenerator(nn.Module):
         self.default_guidance: float = d.guidance_scale
         self.default_steps: int = d.sample_steps
         self.eta: float = d.ddim_eta
+        self.fast_sampler: bool = d.fast_sampler
         mean_t = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
         std_t = torch.as_tensor(np.asarray(std), dtype=torch.float32)
         self.feature_dim: int = int(mean_t.shape[0])
@@ -153,13 +155,16 @@ class MotionGenerator(nn.Module):
 
     @torch.no_grad()
     def sample(self, text_emb: Tensor, lengths: Tensor | list[int], seeds: list[int], steps: int | None = None,
-               guidance: float | None = None, eta: float | None = None, ancestral: bool = False) -> Tensor:
+               guidance: float | None = None, eta: float | None = None, ancestral: bool = False,
+               fast: bool | None = None) -> Tensor:
         """Generate un-normalised features [B, max(lengths), D], zero past each length.
 
         Sample b's initial noise and any stochastic-step noise come only from a torch.Generator seeded with
         seeds[b], so a sample does not depend on the rest of the batch. `steps` DDIM steps (default from
         config), `guidance` the classifier-free guidance scale (1 = conditional only, 0 = unconditional),
         `eta` the DDIM eta (default from config). `ancestral=True` runs the full T-step DDPM sampler instead.
+        `fast` (default `diffusion.fast_sampler`) samples under inference mode, in length buckets on CPU, with the
+        encoder of `models.inference`: the same motions to float rounding (tests/test_fast_sampler.py).
         """
         lengths = torch.as_tensor(lengths, device=self.device).long()
         if len(seeds) != lengths.shape[0] or text_emb.shape[0] != lengths.shape[0]:
@@ -173,6 +178,29 @@ class MotionGenerator(nn.Module):
         guidance = self.default_guidance if guidance is None else guidance
         eta = self.eta if eta is None else eta
         text_emb = text_emb.to(self.device, torch.float32)
+        if not (self.fast_sampler if fast is None else fast):
+            return self._sample(text_emb, lengths, seeds, steps, guidance, eta, ancestral, False)
+        out = torch.zeros(lengths.shape[0], t_max, self.feature_dim, device=self.device)
+        with torch.inference_mode():  # `out` was made outside: callers get an ordinary tensor
+            for idx in self._buckets(lengths):
+                part = self._sample(text_emb[idx], lengths[idx], [seeds[i] for i in idx.tolist()], steps, guidance,
+                                    eta, ancestral, True)
+                out[idx.to(self.device), : part.shape[1]] = part
+        return out
+
+    def generate(self, captions: list[str], lengths: Tensor | list[int], seeds: list[int],
+                 steps: int | None = None, guidance: float | None = None, fast: bool | None = None) -> Tensor:
+        """`sample` from captions: encode the text, then sample (un-normalised features [B, T, D])."""
+        return self.sample(self.encode_text(captions), lengths, seeds, steps, guidance, fast=fast)
+
+    # ------------------------------------------------------------------------------------------------
+    # Internals
+    # ------------------------------------------------------------------------------------------------
+
+    def _sample(self, text_emb: Tensor, lengths: Tensor, seeds: list[int], steps: int, guidance: float, eta: float,
+                ancestral: bool, fast: bool) -> Tensor:
+        """`sample` of one batch padded to its longest motion (arguments checked and defaulted by `sample`)."""
+        t_max = int(lengths.max())
         if self.latent is None:
             mask = lengths_to_mask(lengths, self.max_frames if self.full_length else t_max)
         else:
@@ -185,7 +213,7 @@ class MotionGenerator(nn.Module):
             return full[:, :seq].to(self.device)
 
         def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
-            return self._guided(x_t, t, text_emb, mask, guidance)
+            return self._guided(x_t, t, text_emb, mask, guidance, fast)
 
         if ancestral:
             x0 = self.diffusion.ancestral_sample(model_fn, noise)
@@ -193,26 +221,25 @@ class MotionGenerator(nn.Module):
             x0 = self.diffusion.ddim_sample(model_fn, noise, steps, eta)
         return self._decode(x0, lengths, t_max)
 
-    def generate(self, captions: list[str], lengths: Tensor | list[int], seeds: list[int],
-                 steps: int | None = None, guidance: float | None = None) -> Tensor:
-        """`sample` from captions: encode the text, then sample (un-normalised features [B, T, D])."""
-        return self.sample(self.encode_text(captions), lengths, seeds, steps, guidance)
+    def _buckets(self, lengths: Tensor) -> list[Tensor]:
+        """How the fast sampler splits a batch: by length on CPU where padding is masked (MDM with frame masks);
+        one batch otherwise (MLD latents and full-length MDM have no padding; GPUs want large batches)."""
+        if self.latent is None and not self.full_length and self.device.type == "cpu":
+            return length_buckets(lengths, CPU_BUCKET_SAMPLES)
+        return [torch.arange(lengths.shape[0])]
 
-    # ------------------------------------------------------------------------------------------------
-    # Internals
-    # ------------------------------------------------------------------------------------------------
-
-    def _guided(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor, guidance: float) -> Tensor:
+    def _guided(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor, guidance: float,
+                fast: bool = False) -> Tensor:
         """Denoiser output with classifier-free guidance: uncond + w * (cond - uncond), one batched pass."""
         batch = x_t.shape[0]
         if guidance == 1.0:
-            return self.denoiser(x_t, t, text_emb, mask, None)
+            return self.denoiser(x_t, t, text_emb, mask, None, fast=fast)
         if guidance == 0.0:
             drop = torch.zeros(batch, dtype=torch.bool, device=x_t.device)
-            return self.denoiser(x_t, t, text_emb, mask, drop)
+            return self.denoiser(x_t, t, text_emb, mask, drop, fast=fast)
         keep = torch.cat([torch.ones(batch, dtype=torch.bool), torch.zeros(batch, dtype=torch.bool)])
         out = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text_emb, text_emb]),
-                            torch.cat([mask, mask]), keep.to(x_t.device))
+                            torch.cat([mask, mask]), keep.to(x_t.device), fast=fast)
         cond, uncond = out[:batch], out[batch:]
         return uncond + guidance * (cond - uncond)
 

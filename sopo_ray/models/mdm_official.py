@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from sopo_ray.checkpoint import load_foreign, match_state
 from sopo_ray.config import Config
 from sopo_ray.errors import CheckpointError, ConfigError
+from sopo_ray.models.inference import encoder_forward, supports_fast
 
 PE_KEYS = ("sequence_pos_encoder.pe", "embed_timestep.sequence_pos_encoder.pe")
 GET_IT = ("download humanml_enc_512_50steps from the MDM README (GuyTevet/motion-diffusion-model) and point "
@@ -75,18 +76,21 @@ class OfficialMDM(nn.Module):
         return self.embed_timestep["time_embed"](self.pe[t]) + self.embed_text(text_emb)
 
     def forward(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor,
-                keep_cond: Tensor | None = None) -> Tensor:
-        """x_t [B, L, C], t [B] int, text_emb [B, E], mask [B, L] valid frames, keep_cond [B] -> x0 [B, L, C]."""
+                keep_cond: Tensor | None = None, fast: bool = False) -> Tensor:
+        """x_t [B, L, C], t [B] int, text_emb [B, E], mask [B, L] valid frames, keep_cond [B] -> x0 [B, L, C].
+
+        `fast` (sampling, eval mode) runs the encoder through `inference.encoder_forward`: same result."""
         length = x_t.shape[1]
         if length > self.max_len:
             raise ValueError(f"sequence of {length} frames exceeds the denoiser's {self.max_len}")
         tokens = torch.cat([self.condition(t, text_emb, keep_cond)[:, None],
                             self.input_process["poseEmbedding"](x_t)], dim=1)
         h = self.dropout(tokens + self.pe[: length + 1])
-        padding = None
-        if self.mask_frames:
-            padding = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
-        h = self.seqTransEncoder(h, src_key_padding_mask=padding)
+        valid = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1) if self.mask_frames else None
+        if fast and supports_fast(self.seqTransEncoder):
+            h = encoder_forward(self.seqTransEncoder, h, valid)
+        else:
+            h = self.seqTransEncoder(h, src_key_padding_mask=None if valid is None else ~valid)
         return self.output_process["poseFinal"](h[:, 1:])
 
 
