@@ -51,7 +51,10 @@ class MotionGenerator(nn.Module):
         num_timesteps: training diffusion steps T.
         max_frames: longest motion it can generate (positional table size).
         feature_dim: 263 for HumanML3D (251 for KIT-ML).
+        bucket_samples: samples per length bucket of the fast sampler on CPU (`buckets`).
     """
+
+    bucket_samples: int = CPU_BUCKET_SAMPLES
 
     def __init__(self, cfg: Config, mean: np.ndarray | Tensor, std: np.ndarray | Tensor) -> None:
         super().__init__()
@@ -182,7 +185,7 @@ class MotionGenerator(nn.Module):
             return self._sample(text_emb, lengths, seeds, steps, guidance, eta, ancestral, False)
         out = torch.zeros(lengths.shape[0], t_max, self.feature_dim, device=self.device)
         with torch.inference_mode():  # `out` was made outside: callers get an ordinary tensor
-            for idx in self._buckets(lengths):
+            for idx in self.buckets(lengths):
                 part = self._sample(text_emb[idx], lengths[idx], [seeds[i] for i in idx.tolist()], steps, guidance,
                                     eta, ancestral, True)
                 out[idx.to(self.device), : part.shape[1]] = part
@@ -221,11 +224,12 @@ class MotionGenerator(nn.Module):
             x0 = self.diffusion.ddim_sample(model_fn, noise, steps, eta)
         return self._decode(x0, lengths, t_max)
 
-    def _buckets(self, lengths: Tensor) -> list[Tensor]:
-        """How the fast sampler splits a batch: by length on CPU where padding is masked (MDM with frame masks);
-        one batch otherwise (MLD latents and full-length MDM have no padding; GPUs want large batches)."""
+    def buckets(self, lengths: Tensor) -> list[Tensor]:
+        """Sample indices of each batch the fast sampler runs: groups of `bucket_samples` similar lengths on CPU
+        where padding is masked (MDM with frame masks); one batch otherwise (MLD latents and full-length MDM have
+        no padding; a GPU wants large batches, not measured here)."""
         if self.latent is None and not self.full_length and self.device.type == "cpu":
-            return length_buckets(lengths, CPU_BUCKET_SAMPLES)
+            return length_buckets(lengths, self.bucket_samples)
         return [torch.arange(lengths.shape[0])]
 
     def _guided(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor, guidance: float,
