@@ -2,7 +2,7 @@
 measured in the same run on the same threads.
 
     python bench/sampler.py [--config configs/default.yaml] [--set key=value ...] [--rounds 5] [--threads N]
-                            [--captions N] [--k K] [--steps S] [--buckets 8,16,32] [--compile]
+                            [--captions N] [--k K] [--steps S] [--buckets 8,32] [--compile]
 
 Builds the config's generator at full size with random weights (speed does not depend on them) and one rollout
 batch: `--captions` (default `schedule.rollout_batch_size`) captions x `--k` (default `objective.k`) samples, one
@@ -11,16 +11,17 @@ sources; a full-length MDM pads every sample to max_frames anyway), random unit 
 cached ones), one seed per sample; `--steps` (default `diffusion.rollout_sample_steps`) DDIM steps with the
 config's classifier-free guidance. Each round then times, in turn:
 - eager: `MotionGenerator.sample(..., fast=False)`, the sampler as it was: one batch padded to its longest
-  motion, `nn.TransformerEncoder`'s own inference path;
-- fast: `sample(..., fast=True)`, what `diffusion.fast_sampler` (default true) runs: `models/inference.py`;
+  motion, `nn.TransformerEncoder`'s own inference path, guidance on two full forwards' outputs;
+- fast: `sample(..., fast=True)`, what `diffusion.fast_sampler` (default true) runs (`models/inference.py`);
 - the matmul peak: the best of three fp32 (n x n) @ (n x n) products on the same threads.
-GFLOP per call are counted with `torch.utils.flop_counter.FlopCounterMode` (matmuls and attention, as
-bench/flop_model.py counts them) for each path as it runs, so the fast path's count is smaller (it does not
-compute padding); groups/s is captions per second. Fractions of the peak and the fast/eager ratio are taken round
-by round and printed as min / median / max. The two paths' samples are compared (max abs difference) first.
-`--buckets` also times the fast path at other CPU bucket sizes (samples per length bucket); `--compile` times
-`torch.compile` of the fast denoiser call at one fixed shape: its compile time, its per-forward speed-up, and the
-number of forwards it must serve to pay for itself. Timings on a shared machine are noisy; read the ratios.
+Times are this process's CPU seconds (other processes on a shared machine stretch wall time, not CPU time; with
+one torch thread a CPU-second is a core-second) and wall seconds, both printed. GFLOP per call are counted with
+`torch.utils.flop_counter.FlopCounterMode` (matmuls and attention, as bench/flop_model.py counts them) for each
+path as it runs, so the fast path's count is smaller (it skips padding and shares work between the guidance
+halves); groups are captions. Fractions of the peak and fast/eager ratios are taken round by round and printed as
+min / median / max. The two paths' samples are compared first (max abs difference, same seeds). `--buckets` also
+times the fast path with other samples-per-bucket on CPU; `--compile` times `torch.compile` of the fast denoiser
+call at one fixed shape: compile time, per-forward speed-up, and the forwards it needs to pay for itself.
 """
 
 from __future__ import annotations
@@ -62,21 +63,18 @@ def rollout_batch(cfg: Config, captions: int, k: int, seed: int = 0) -> tuple[to
 
 
 def matmul_peak(n: int) -> float:
-    """GFLOP/s of the best of three fp32 (n x n) @ (n x n) products on the current threads."""
+    """GFLOP per CPU-second of the best of three fp32 (n x n) @ (n x n) products on the current threads."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / min(seconds(lambda: a @ b)[1] for _ in range(3)) / 1e9
 
 
-def seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def seconds(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall, CPU) seconds of `fn()`: CPU time is this process's, so other processes on a shared machine stretch
+    the wall time but not it (with one torch thread it is the time on one core)."""
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def spread(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -96,16 +94,16 @@ def compile_check(gen: MotionGenerator, lengths: torch.Tensor, text: torch.Tenso
     fast = partial(gen.denoiser, fast=True)
     compiled = torch.compile(fast)
     with torch.inference_mode():
-        compile_s = seconds(lambda: compiled(x, t, emb, mask, keep))
+        compile_s = seconds(lambda: compiled(x, t, emb, mask, keep))[0]
         fast(x, t, emb, mask, keep)
-        pairs = [(seconds(lambda: fast(x, t, emb, mask, keep)), seconds(lambda: compiled(x, t, emb, mask, keep)))
+        pairs = [(seconds(lambda: fast(x, t, emb, mask, keep))[1], seconds(lambda: compiled(x, t, emb, mask, keep))[1])
                  for _ in range(20)]
         diff = float((compiled(x, t, emb, mask, keep) - fast(x, t, emb, mask, keep)).abs().max())
     eager_ms = statistics.median(p[0] for p in pairs) * 1e3
     compiled_ms = statistics.median(p[1] for p in pairs) * 1e3
     saved = eager_ms - compiled_ms
     console.print(f"torch.compile of the fast denoiser call, one shape ({n} rows x {frames} frames): compile "
-                  f"{compile_s:.1f} s; forward {eager_ms:.1f} ms fast vs {compiled_ms:.1f} ms compiled "
+                  f"{compile_s:.1f} s wall; forward {eager_ms:.1f} CPU-ms fast vs {compiled_ms:.1f} compiled "
                   f"({eager_ms / compiled_ms:.2f}x, ratio per pair {spread([a / b for a, b in pairs])}); max abs "
                   f"difference {diff:.1e}; pays for itself after "
                   + (f"{compile_s * 1e3 / saved:,.0f} forwards of this shape" if saved > 0 else "never"))
@@ -150,25 +148,30 @@ def main() -> None:
         paths[f"fast, buckets of {size}"] = partial(sample, True, size)
     with sdpa_kernel(SDPBackend.MATH):  # the CPU flash kernel is not counted; the math one is, op by op
         counted = {name: flops(fn) for name, fn in paths.items()}
-    times: dict[str, list[float]] = {name: [] for name in paths}
+    wall: dict[str, list[float]] = {name: [] for name in paths}
+    cpu: dict[str, list[float]] = {name: [] for name in paths}
     peaks = []
     for _ in range(args.rounds):
         for name, fn in paths.items():
-            times[name].append(seconds(fn))
+            w, c = seconds(fn)
+            wall[name].append(w)
+            cpu[name].append(c)
         peaks.append(matmul_peak(args.peak_n))
     table = Table(title=f"rollout sampler, {args.rounds} rounds (min / median / max); matmul peak "
-                        f"{spread(peaks, '{:.1f}')} GFLOP/s ({args.peak_n}x{args.peak_n} fp32)")
-    for col in ("path", "GFLOP per call", "s per call", "groups/s", "ms per step per group", "GFLOP/s",
-                "of matmul peak", "groups/s vs eager"):
+                        f"{spread(peaks, '{:.1f}')} GFLOP per CPU-second ({args.peak_n}x{args.peak_n} fp32)")
+    for col in ("path", "GFLOP per call", "CPU s per call", "groups per CPU-s", "groups/s (wall)", "GFLOP per CPU-s",
+                "of matmul peak", "vs eager (CPU)", "vs eager (wall)"):
         table.add_column(col, justify="left" if col == "path" else "right")
     for name in paths:
-        ts = times[name]
-        table.add_row(name, f"{counted[name] / 1e9:,.1f}", spread(ts), spread([captions / s for s in ts]),
-                      spread([1e3 * s / steps / captions for s in ts], "{:.1f}"),
-                      spread([counted[name] / s / 1e9 for s in ts], "{:.1f}"),
-                      spread([100 * counted[name] / s / 1e9 / p for s, p in zip(ts, peaks, strict=True)], "{:.0f}%"),
-                      spread([e / s for e, s in zip(times["eager"], ts, strict=True)], "{:.2f}x"))
+        c, w = cpu[name], wall[name]
+        table.add_row(name, f"{counted[name] / 1e9:,.1f}", spread(c), spread([captions / s for s in c]),
+                      spread([captions / s for s in w]), spread([counted[name] / s / 1e9 for s in c], "{:.1f}"),
+                      spread([100 * counted[name] / s / 1e9 / p for s, p in zip(c, peaks, strict=True)], "{:.0f}%"),
+                      spread([e / s for e, s in zip(cpu["eager"], c, strict=True)], "{:.2f}x"),
+                      spread([e / s for e, s in zip(wall["eager"], w, strict=True)], "{:.2f}x"))
     console.print(table)
+    console.print("per DDIM step and group (median CPU ms): " + ", ".join(
+        f"{name} {1e3 * statistics.median(cpu[name]) / steps / captions:.1f}" for name in paths))
     if args.compile:
         compile_check(gen, lengths, text, console)
 

@@ -16,12 +16,20 @@ from sopo_ray.models.inference import encoder_forward, length_buckets, supports_
 
 torch.set_num_threads(1)
 TOL = 1e-4
-"""Largest |fast - eager| allowed on un-normalised features (std 0.5-2 here); measured 1e-6 to 4e-6."""
+"""max |fast - eager| <= TOL * max(1, max |eager|) on un-normalised features (std 0.5-2 here): measured 1e-6 to 4e-6
+where samples are O(1); the untrained eps-predicting model's samples reach ~3500 and differ by up to 1e-3 there
+(float32 rounding at that size, 3e-7 of it)."""
 TINY = ["data.max_frames=30", "data.min_frames=4", "model.latent_dim=32", "model.num_layers=2", "model.num_heads=2",
         "model.ff_dim=64", "model.vae_num_layers=1", "model.vae_latent_tokens=2", "model.vae_latent_dim=8",
         "diffusion.num_timesteps=20", "diffusion.sample_steps=5"]
 LENGTHS = [30, 7, 19, 30, 4, 11, 25, 8, 13, 30, 5, 22]
 """Mixed lengths, odd and even, several at the maximum: with 4 samples per bucket, three buckets."""
+
+
+def assert_same(fast: torch.Tensor, eager: torch.Tensor) -> None:
+    assert fast.shape == eager.shape
+    scale = max(1.0, float(eager.abs().max()))
+    assert float((fast - eager).abs().max()) <= TOL * scale
 
 
 def tiny(*extra: str) -> MotionGenerator:
@@ -39,6 +47,7 @@ def text(batch: int) -> torch.Tensor:
 ARCHITECTURES = {
     "mdm": ["model.frames_per_token=1"],
     "mdm_patch2": ["model.frames_per_token=2"],
+    "mdm_eps": ["model.frames_per_token=1", "model.prediction=eps"],
     "mdm_official_masked": ["model.architecture=mdm_official", "model.frames_per_token=1", "model.mask_frames=true"],
     "mdm_official_full_length": ["model.architecture=mdm_official", "model.frames_per_token=1",
                                  "model.mask_frames=false"],
@@ -58,7 +67,7 @@ def test_fast_matches_eager(gen: MotionGenerator, eta: float, guidance: float) -
     fast = gen.sample(text(len(LENGTHS)), LENGTHS, seeds, steps=5, guidance=guidance, eta=eta, fast=True)
     assert fast.shape == eager.shape == (len(LENGTHS), 30, 263)
     assert eager.abs().max() > 0.1  # a real signal, not two zero tensors
-    torch.testing.assert_close(fast, eager, atol=TOL, rtol=0)
+    assert_same(fast, eager)
     for i, n in enumerate(LENGTHS):
         assert torch.all(fast[i, n:] == 0)
 
@@ -67,8 +76,7 @@ def test_fast_matches_eager_ancestral() -> None:
     gen = tiny("model.frames_per_token=2")
     seeds = list(range(len(LENGTHS)))
     eager = gen.sample(text(len(LENGTHS)), LENGTHS, seeds, guidance=2.5, ancestral=True, fast=False)
-    torch.testing.assert_close(gen.sample(text(len(LENGTHS)), LENGTHS, seeds, guidance=2.5, ancestral=True,
-                                          fast=True), eager, atol=TOL, rtol=0)
+    assert_same(gen.sample(text(len(LENGTHS)), LENGTHS, seeds, guidance=2.5, ancestral=True, fast=True), eager)
 
 
 def test_fast_sample_depends_only_on_its_seed(gen: MotionGenerator) -> None:
@@ -78,9 +86,9 @@ def test_fast_sample_depends_only_on_its_seed(gen: MotionGenerator) -> None:
     batch = gen.sample(emb, LENGTHS, seeds, steps=3, guidance=2.5, fast=True)
     for i in (1, 6):
         alone = gen.sample(emb[i:i + 1], LENGTHS[i:i + 1], seeds[i:i + 1], steps=3, guidance=2.5, fast=True)
-        torch.testing.assert_close(batch[i:i + 1, :LENGTHS[i]], alone, atol=TOL, rtol=0)
+        assert_same(batch[i:i + 1, :LENGTHS[i]], alone)
     other = gen.sample(emb, LENGTHS, [*seeds[:-1], 999], steps=3, guidance=2.5, fast=True)
-    torch.testing.assert_close(other[:-1], batch[:-1], atol=TOL, rtol=0)
+    assert_same(other[:-1], batch[:-1])
     assert (other[-1] - batch[-1]).abs().max() > 0.01
 
 
@@ -153,4 +161,4 @@ def test_config_switch_reaches_the_generator_and_the_evaluation() -> None:
     fast = generator_source(eager_gen, cfg["true"])(np.arange(6), captions, lengths, seeds)
     eager = generator_source(eager_gen, cfg["false"])(np.arange(6), captions, lengths, seeds)
     assert calls == [True, True, False, False]
-    np.testing.assert_allclose(fast, eager, atol=TOL, rtol=0)
+    assert_same(torch.from_numpy(fast), torch.from_numpy(eager))

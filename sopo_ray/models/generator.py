@@ -29,7 +29,7 @@ from sopo_ray.config import Config, config_to_dict
 from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.models.denoiser import MotionDenoiser
 from sopo_ray.models.diffusion import GaussianDiffusion, seeded_normal
-from sopo_ray.models.inference import CPU_BUCKET_SAMPLES, length_buckets
+from sopo_ray.models.inference import CPU_BUCKET_SAMPLES, guided_forward, length_buckets
 from sopo_ray.models.latent import LatentSpace
 from sopo_ray.models.mdm_official import OfficialMDM
 from sopo_ray.models.text_encoder import get_text_encoder, text_encoder_dim
@@ -221,7 +221,7 @@ class MotionGenerator(nn.Module):
         if ancestral:
             x0 = self.diffusion.ancestral_sample(model_fn, noise)
         else:
-            x0 = self.diffusion.ddim_sample(model_fn, noise, steps, eta)
+            x0 = self.diffusion.ddim_sample(model_fn, noise, steps, eta, fused=fast)
         return self._decode(x0, lengths, t_max)
 
     def buckets(self, lengths: Tensor) -> list[Tensor]:
@@ -241,6 +241,8 @@ class MotionGenerator(nn.Module):
         if guidance == 0.0:
             drop = torch.zeros(batch, dtype=torch.bool, device=x_t.device)
             return self.denoiser(x_t, t, text_emb, mask, drop, fast=fast)
+        if fast:
+            return guided_forward(self.denoiser, x_t, t, text_emb, mask, guidance)
         keep = torch.cat([torch.ones(batch, dtype=torch.bool), torch.zeros(batch, dtype=torch.bool)])
         out = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text_emb, text_emb]),
                             torch.cat([mask, mask]), keep.to(x_t.device), fast=fast)

@@ -1,12 +1,14 @@
 """Sampling-time evaluation of the denoiser: the same weights and math as eval-mode `forward`, run faster.
 
-Two pieces, both used only when `MotionGenerator.sample` runs with `diffusion.fast_sampler` (the default):
+Three pieces, all used only when `MotionGenerator.sample` runs with `diffusion.fast_sampler` (the default):
 
 - `encoder_forward(encoder, h, valid)` is `encoder(h, src_key_padding_mask=~valid)` of an eval-mode
   `nn.TransformerEncoder`, written out layer by layer with one fused q/k/v projection and
   `scaled_dot_product_attention` on its views (a boolean mask, no copies of q, k, v). PyTorch's own inference
   fast path for a padding mask runs a masked softmax that alone costs about as much as the layer's matmuls at the
   CPU default's sizes (bench/sampler.py prints both).
+- `guided_forward` computes classifier-free guidance in one pass that projects x_t into the transformer once
+  (not once per half) and applies guidance before the linear output projection, which then runs on half the rows.
 - `length_buckets(lengths, size)` splits a batch into groups of similar motion length, so each group is padded
   only to its own longest motion. Every sample's noise comes from its own seed and padded frames are masked out
   of attention, so sampling the groups one after another gives the same motions as one padded batch (to float
@@ -62,6 +64,20 @@ def encoder_forward(encoder: nn.TransformerEncoder, h: Tensor, valid: Tensor | N
     for layer in encoder.layers:
         h = _layer(layer, h, attend)
     return h if encoder.norm is None else encoder.norm(h)
+
+
+def guided_forward(denoiser: nn.Module, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor,
+                   scale: float) -> Tensor:
+    """Classifier-free guidance uncond + scale * (cond - uncond) of an eval-mode denoiser (`MotionDenoiser` or
+    `OfficialMDM`) in one pass over [cond; uncond] rows, computing what the halves share once: the input
+    projection of x_t before the transformer, and the output projection after it (it is linear, so guidance is
+    applied to the transformer's output and the projection runs on half the rows)."""
+    n = x_t.shape[0]
+    tokens, valid = denoiser.embed(x_t, mask)
+    keep = torch.arange(2 * n, device=x_t.device) < n
+    cond = denoiser.condition(t.repeat(2), text_emb.repeat(2, 1), keep)
+    h = denoiser.encode(cond, tokens.repeat(2, 1, 1), valid.repeat(2, 1), fast=True)
+    return denoiser.project(torch.lerp(h[n:], h[:n], scale), x_t.shape[1])
 
 
 def length_buckets(lengths: Tensor, size: int) -> list[Tensor]:
