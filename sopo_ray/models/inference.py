@@ -5,8 +5,8 @@ Three pieces, all used only when `MotionGenerator.sample` runs with `diffusion.f
 - `encoder_forward(encoder, h, valid)` is `encoder(h, src_key_padding_mask=~valid)` of an eval-mode
   `nn.TransformerEncoder`, written out layer by layer with one fused q/k/v projection and
   `scaled_dot_product_attention` on its views (a boolean mask, no copies of q, k, v). PyTorch's own inference
-  fast path for a padding mask runs a masked softmax that alone costs about as much as the layer's matmuls at the
-  CPU default's sizes (bench/sampler.py prints both).
+  fast path for a padding mask runs a masked softmax that alone cost about as much as the layer's matmuls at the
+  CPU default's sizes (profiled).
 - `guided_forward` computes classifier-free guidance in one pass that projects x_t into the transformer once
   (not once per half) and applies guidance before the linear output projection, which then runs on half the rows.
 - `length_buckets(lengths, size)` splits a batch into groups of similar motion length, so each group is padded
@@ -22,8 +22,9 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 CPU_BUCKET_SAMPLES = 16
-"""Samples per length bucket on CPU: fewer pads less, more keeps each forward's matmuls large (16 was fastest of
-8/16/32/64 at the CPU default, bench/sampler.py --buckets)."""
+"""Samples per length bucket on CPU: fewer pads less, more keeps each forward's matmuls large. At the CPU default
+(one thread) 8, 16 and 32 were within noise of each other and one batch of 64 clearly slower
+(`bench/sampler.py --buckets 8,32,64`, docs/scaling.md section 2.5)."""
 
 
 def supports_fast(encoder: nn.TransformerEncoder) -> bool:
