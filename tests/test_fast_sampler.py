@@ -3,6 +3,8 @@ TOL, on every architecture; each sample still depends only on its own seed; the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from sopo_ray.models.generator import MotionGenerator, build_generator
 from sopo_ray.models.inference import encoder_forward, length_buckets, supports_fast
 
 torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-4
 """max |fast - eager| <= TOL * max(1, max |eager|) on un-normalised features (std 0.5-2 here): measured 1e-6 to 4e-6
 where samples are O(1); the untrained eps-predicting model's samples reach ~3500 and differ by up to 1e-3 there
@@ -162,3 +165,18 @@ def test_config_switch_reaches_the_generator_and_the_evaluation() -> None:
     eager = generator_source(eager_gen, cfg["false"])(np.arange(6), captions, lengths, seeds)
     assert calls == [True, True, False, False]
     assert_same(torch.from_numpy(fast), torch.from_numpy(eager))
+
+
+
+@pytest.mark.parametrize("flag", ["true", "false"])
+def test_the_runs_config_decides_for_its_rollout_policy(smoke_workdir: Path, flag: str) -> None:
+    """The cached base checkpoint keeps the config it was built with; the policy a run builds from it (rollouts,
+    tau calibration, the local loop) samples as the run's config says."""
+    from sopo_ray import artifacts
+    from sopo_ray.models.generator import generator_from_payload
+
+    cfg = load_config(REPO / "configs" / "smoke.yaml", [f"workdir={smoke_workdir}",
+                                                         f"data.root={smoke_workdir}/data",
+                                                         f"diffusion.fast_sampler={flag}"])
+    art = artifacts.resolve(cfg, need_evaluator=False)
+    assert generator_from_payload(art.base_payload).fast_sampler is (flag == "true")
