@@ -166,8 +166,8 @@ class MotionGenerator(nn.Module):
         seeds[b], so a sample does not depend on the rest of the batch. `steps` DDIM steps (default from
         config), `guidance` the classifier-free guidance scale (1 = conditional only, 0 = unconditional),
         `eta` the DDIM eta (default from config). `ancestral=True` runs the full T-step DDPM sampler instead.
-        `fast` (default `diffusion.fast_sampler`) samples under inference mode, in length buckets on CPU, with the
-        encoder of `models.inference`: the same motions to float rounding (tests/test_fast_sampler.py).
+        `fast` (default `diffusion.fast_sampler`) samples under inference mode, in length buckets on CPU, through
+        `models.inference` and a fused DDIM step: the same motions to float rounding (tests/test_fast_sampler.py).
         """
         lengths = torch.as_tensor(lengths, device=self.device).long()
         if len(seeds) != lengths.shape[0] or text_emb.shape[0] != lengths.shape[0]:
@@ -234,7 +234,8 @@ class MotionGenerator(nn.Module):
 
     def _guided(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor, guidance: float,
                 fast: bool = False) -> Tensor:
-        """Denoiser output with classifier-free guidance: uncond + w * (cond - uncond), one batched pass."""
+        """Denoiser output with classifier-free guidance: uncond + w * (cond - uncond), one batched pass (`fast`:
+        `inference.guided_forward`, which computes what the two halves share once)."""
         batch = x_t.shape[0]
         if guidance == 1.0:
             return self.denoiser(x_t, t, text_emb, mask, None, fast=fast)
@@ -245,7 +246,7 @@ class MotionGenerator(nn.Module):
             return guided_forward(self.denoiser, x_t, t, text_emb, mask, guidance)
         keep = torch.cat([torch.ones(batch, dtype=torch.bool), torch.zeros(batch, dtype=torch.bool)])
         out = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text_emb, text_emb]),
-                            torch.cat([mask, mask]), keep.to(x_t.device), fast=fast)
+                            torch.cat([mask, mask]), keep.to(x_t.device))
         cond, uncond = out[:batch], out[batch:]
         return uncond + guidance * (cond - uncond)
 
