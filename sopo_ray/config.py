@@ -116,6 +116,11 @@ class DiffusionConfig(Section):
     """Classifier-free guidance scale at sampling (paper: 2.5; 1 = conditional only, 0 = unconditional)."""
     ddim_eta: Annotated[float, Field(ge=0, le=1)] = 0.0
     """DDIM eta: 0 is deterministic given the initial noise, 1 is ancestral-like."""
+    fast_sampler: bool = True
+    """Sample (rollouts, evaluation, `sopo generate`) the fast way: inference mode, the batch split into buckets of
+    similar length on CPU, and attention through scaled_dot_product_attention (sopo_ray/models/inference.py).
+    Same motions for the same seeds to float rounding (within 1e-4); false runs the plain eager denoiser on one
+    padded batch, the reference (e.g. on an old torch or an unusual device). docs/models.md."""
 
     @model_validator(mode="after")
     def _steps(self) -> DiffusionConfig:
