@@ -163,7 +163,7 @@ CASES = [
          ("'diffusion'", "rollout_sample_steps (100) must be <= num_timesteps (50)")),
     Case("empty-dataset", "a synthetic dataset of zero motions", ("data", "build", "--set", "data.size=0",
                                                                 "--set", "data.root={out}/data"),
-         ("'data.size'", "greater than or equal to 3", "e.g. data.size=2400")),
+         ("'data.size'", "greater than or equal to 4", "e.g. data.size=3000")),
     Case("negative-seed", "a negative run seed", ("align", "--set", "seed=-1", "--output-dir", "{out}"),
          ("'seed'", "greater than or equal to 0", "e.g. seed=0")),
     # Sizes that cannot fit in memory (item 2)
