@@ -97,7 +97,7 @@ class PlainLoop:
         self.reference = generator_from_payload(base_payload).eval().requires_grad_(False)
         self.params = trainable(self.policy)
         self.model = PolicyErrors(self.policy)
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.schedule.lr, weight_decay=cfg.schedule.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
 
     def train_step(self) -> dict[str, float]:
         """One step; its wall seconds and per-stage seconds, named like the Learner's step record."""

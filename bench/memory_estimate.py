@@ -50,7 +50,7 @@ def measure(config: str | None, kind: str, stage: str, size: int, k: int) -> dic
 
     torch.set_num_threads(1)
     cfg = load_config(config, [f"model.kind={kind}", f"schedule.rollout_batch_size={size}", f"objective.k={k}",
-                               f"schedule.batch_size={size}", "schedule.num_learners=1"])
+                               f"schedule.batch_size={size}", "cluster.num_learners=1"])
     frames, stats = cfg.data.max_frames, (np.zeros(FEATURE_DIM, np.float32), np.ones(FEATURE_DIM, np.float32))
     gen = build_generator(cfg, stats).eval()
     rng = np.random.default_rng(0)

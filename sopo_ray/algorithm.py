@@ -224,12 +224,12 @@ class PolicyErrors(nn.Module):
 
 
 def lr_at(step: int, cfg: Config) -> float:
-    """Linear warm-up to schedule.lr over warmup_steps, then cosine decay to 0 at total_steps."""
-    s = cfg.schedule
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    progress = (step - s.warmup_steps) / max(1, s.total_steps - s.warmup_steps)
-    return s.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    """Linear warm-up to optimizer.lr over warmup_steps, then cosine decay to 0 at total_steps."""
+    o = cfg.optimizer
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    progress = (step - o.warmup_steps) / max(1, cfg.schedule.total_steps - o.warmup_steps)
+    return o.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def preference_terms(cfg: Config, model: nn.Module, policy: Any, reference: Any, batch: PreferenceBatch,
@@ -293,7 +293,7 @@ def train_on_batch(cfg: Config, step: int, model: nn.Module, policy: Any, refere
     t = timed(stages, "loss", t)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.schedule.grad_clip or float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip or float("inf"))
     t = timed(stages, "backward", t)
     applied = not any_rank(not (torch.isfinite(loss) and torch.isfinite(grad_norm)))
     if applied:

@@ -13,7 +13,7 @@ The same round as the distributed trainer (`sopo_ray.algorithm`), step by step:
 It is what the hyperparameter sweeps and `sopo experiment` run (two runs fit on two cores), and a test checks
 that it trains the same pairs to the same weights as a deterministic one-worker Ray run. A run directory holds
 config.yaml, metrics.jsonl (the Ray trainer's record keys), checkpoint.pt (atomic, `--resume` continues), the
-newest `schedule.checkpoints_to_keep` checkpoints/step_*.pt, policy.pt and the final report.
+newest `checkpoint.keep` checkpoints/step_*.pt, policy.pt and the final report.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class LocalTrainer:
         self.rollout = generator_from_payload(art.base_payload).eval().requires_grad_(False)
         self.params = trainable(self.policy)
         self.model = PolicyErrors(self.policy)
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.schedule.lr, weight_decay=cfg.schedule.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
         self.reward = rollout_reward(cfg.reward.kind, art.reward_payload, self.train).eval()
         self.table = caption_table(self.train.motion_ids, self.train.captions)
         self.plan = SchedulePlan.from_config(cfg, len(self.table))
@@ -102,7 +102,7 @@ class LocalTrainer:
             return CaptionSource(self.table, self.cfg.seed, b, 0, 1).next(step, self.version)[0], []
         if name == "offline_dpo":
             if self.pairs is None:   # sampled ONCE from the reference (version 0), never refreshed
-                n = min(self.cfg.schedule.offline_pairs, len(self.table))
+                n = min(self.cfg.objective.offline_pairs, len(self.table))
                 self.pairs = [g for s in range(0, n, b) for g in self._pair_batch(s, min(b, n - s))]
             return FixedPairSource(self.pairs, self.cfg.seed, b, 0, 1).next(step, self.version)[0], []
         version = self.plan.required_version(step)
@@ -192,10 +192,10 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
                           "or choose another --output-dir")
     if resume and not ckpt.is_file():
         raise ConfigError(f"--resume {run_dir}: no {CHECKPOINT} there (a local run writes it every "
-                          "schedule.checkpoint_interval steps); start a new run instead")
+                          "checkpoint.interval steps); start a new run instead")
     trackers.check_available(cfg.log)
     memory.check_fits(cfg, memory.machine_memory(), "this machine", whole_run=False)
-    art = artifacts.resolve(cfg, console, need_evaluator=cfg.schedule.final_eval)
+    art = artifacts.resolve(cfg, console, need_evaluator=cfg.log.final_eval)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     if cfg.deterministic:
@@ -215,14 +215,14 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
             while trainer.step < s.total_steps:
                 record = trainer.train_step()
                 log.log(record["step"], event="step", **{k: v for k, v in record.items() if k != "step"})
-                if trainer.health["nonfinite_in_row"] >= s.max_nonfinite_in_row:
+                if trainer.health["nonfinite_in_row"] >= (limit := cfg.faults.max_nonfinite_in_row):
                     trainer.save(ckpt)
-                    console.print(f"[red]error:[/] loss or gradient was NaN/inf in {s.max_nonfinite_in_row} steps in "
-                                  "a row; lower schedule.lr or check the reward model and data")
+                    console.print(f"[red]error:[/] loss or gradient was NaN/inf in {limit} steps in "
+                                  "a row; lower optimizer.lr or check the reward model and data")
                     return 1
-                if not record["skipped"] and trainer.step % s.checkpoint_interval == 0:
+                if not record["skipped"] and trainer.step % cfg.checkpoint.interval == 0:
                     trainer.save(ckpt)
-                    keep_snapshot(trainer, run_dir, s.checkpoints_to_keep)
+                    keep_snapshot(trainer, run_dir, cfg.checkpoint.keep)
                 if not record["skipped"] and trainer.step % LOG_EVERY == 0:
                     console.print(_progress_line(record, s.total_steps, time.time() - started), highlight=False)
         except KeyboardInterrupt:
@@ -236,7 +236,7 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
                                 aligned_from=art.reference_id, objective=cfg.objective.name, step=trainer.step,
                                 version=trainer.version)
         report = None
-        if s.final_eval:
+        if cfg.log.final_eval:
             from sopo_ray.distributed.report import evaluate_and_report
 
             report = evaluate_and_report(cfg, art, policy, run_dir, console)
@@ -248,7 +248,7 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
 
 def keep_snapshot(trainer: LocalTrainer, run_dir: Path, keep: int) -> None:
     """A copy of this step's checkpoint as checkpoints/step_<step>.pt, keeping the newest `keep` of them (as a Ray
-    run keeps `checkpoints_to_keep` learner checkpoints): what `sopo experiment` evaluates along the run."""
+    run keeps `checkpoint.keep` learner checkpoints): what `sopo experiment` evaluates along the run."""
     folder = run_dir / "checkpoints"
     trainer.save(folder / f"step_{trainer.step:08d}.pt")
     for old in sorted(folder.glob("step_*.pt"))[:-keep]:

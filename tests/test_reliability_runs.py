@@ -146,7 +146,7 @@ def test_ctrl_c_in_an_endless_rollout_stops_promptly_and_resume_skips_a_corrupt_
     run_dir = tmp_path / "run"
     cfg = load_config(REPO / "configs" / "smoke.yaml",
                       [f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.total_steps=8",
-                       "schedule.checkpoint_interval=1", "schedule.final_eval=false", "schedule.live_view=false"])
+                       "checkpoint.interval=1", "log.final_eval=false", "log.live_view=false"])
     stopped_at: list[float] = []
 
     def ctrl_c_once_stalled() -> None:
@@ -161,7 +161,7 @@ def test_ctrl_c_in_an_endless_rollout_stops_promptly_and_resume_skips_a_corrupt_
 
     threading.Thread(target=ctrl_c_once_stalled, daemon=True).start()
     assert Driver(cfg, run_dir, worker_cls=EndlessWorker).run() == 128 + signal.SIGINT
-    # Without the stop grace the driver waited schedule.sync_timeout_s (120 s) for the endless batch.
+    # Without the stop grace the driver waited faults.sync_timeout_s (120 s) for the endless batch.
     assert stopped_at and time.time() - stopped_at[0] < 60
     points = RunStorage(run_dir).checkpoints(LEARNER_FILE)
     reached = _records(run_dir, "step")[-1]["step"]

@@ -88,14 +88,14 @@ class Driver:
             return self._run()
 
     def _run(self) -> int:
-        cfg, s = self.cfg, self.cfg.schedule
+        cfg = self.cfg
         # Everything that can refuse the run comes first, so a refused run leaves no run directory behind.
         # Paths are made absolute first: actors start elsewhere, and a resumed run reads them from config.yaml.
         cfg = self.cfg = with_absolute_paths(cfg)
         trackers.check_available(cfg.log)
         self.storage = RunStorage.for_run(cfg, self.run_dir)
         self.resume_point = preflight(cfg, self.run_dir, self.storage, self.resume, self.objective in ONLINE)
-        art = artifacts.resolve(cfg, self.console, need_evaluator=s.final_eval)
+        art = artifacts.resolve(cfg, self.console, need_evaluator=cfg.log.final_eval)
         check_resume_point(self.resume_point, art)
         joined = cluster.joins_cluster(cfg.cluster)
         info = cluster.connect(cfg.cluster, logging_level=driver_log_level(cfg.log.verbose))
@@ -149,7 +149,7 @@ class Driver:
                                f"  python -m sopo_ray.run --resume {self.run_dir}")
             return 128 + (self.stop_signal or signal.SIGINT)
         report = None
-        if s.final_eval:
+        if cfg.log.final_eval:
             from sopo_ray.distributed.report import evaluate_and_report
 
             report = evaluate_and_report(cfg, art, policy_path, self.run_dir, self.console)
@@ -176,12 +176,13 @@ class Driver:
         self.table = caption_table(art.train.motion_ids, art.train.captions)
         self.plan = SchedulePlan.from_config(cfg, len(self.table))
         busy = self.plan.max_busy_workers
-        if self.objective in ONLINE and s.num_rollout_workers > busy:
+        workers = cfg.cluster.num_rollout_workers
+        if self.objective in ONLINE and workers > busy:
             self.console.print(
-                f"[yellow]warning:[/] this schedule keeps at most {busy} of {s.num_rollout_workers} rollout workers "
+                f"[yellow]warning:[/] this schedule keeps at most {busy} of {workers} rollout workers "
                 f"busy (tickets of {self.plan.rollout_batch_size} captions, sync_interval {s.sync_interval}, "
                 f"max_staleness {s.max_staleness}, rollout_ahead {s.rollout_ahead}); to feed them all set "
-                f"schedule.rollout_batch_size <= {max(1, busy * self.plan.rollout_batch_size // s.num_rollout_workers)}"
+                f"schedule.rollout_batch_size <= {max(1, busy * self.plan.rollout_batch_size // workers)}"
                 f" or raise sync_interval/max_staleness (docs/scaling.md 1.1)")
         self.store = ray.remote(WeightStore).options(**helper).remote(s.max_staleness + 3)
         if self.objective in ONLINE:
@@ -227,7 +228,7 @@ class Driver:
         self.pool = RolloutPool(self.cfg, self.use_gpu, self.worker_cls, args, self.queue)
         bundles = self.pool.request_autoscaling()
         if bundles:
-            self.metrics.log(0, event="autoscale", requested_rollout_workers=self.cfg.schedule.num_rollout_workers,
+            self.metrics.log(0, event="autoscale", requested_rollout_workers=self.cfg.cluster.num_rollout_workers,
                              bundles=bundles)
             self.console.print(f"autoscaler: asked for {len(bundles)} bundles (rollout pool + learners); the pool "
                                f"grows as nodes arrive")
@@ -262,12 +263,12 @@ class Driver:
             groups = [RolloutGroup.from_state(g) for g in load_checkpoint(path, "offline_pairs")["state"]["groups"]]
             self.console.print(f"offline pairs: {len(groups)} from {path}")
             return ray.put(groups)
-        n = min(self.cfg.schedule.offline_pairs, len(self.table))
+        n = min(self.cfg.objective.offline_pairs, len(self.table))
         captions = self.plan.captions(0, n)
         options = cluster.actor_options(self.cfg.cluster, "rollout", self.use_gpu)
         workers = [ray.remote(self.worker_cls).options(**options).remote(
             f"pairs-{i}", self.cfg, self.base_ref, self.reward_ref, self.train_ref, None, self.store, True,
-            self.use_gpu) for i in range(self.cfg.schedule.num_rollout_workers)]
+            self.use_gpu) for i in range(self.cfg.cluster.num_rollout_workers)]
         self.console.print(f"sampling {n} offline pairs from the reference model ({len(workers)} workers)")
         chunk = self.cfg.schedule.rollout_batch_size
         futures = [workers[i % len(workers)].generate.remote(captions[s:s + chunk], 0,
@@ -284,20 +285,20 @@ class Driver:
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
-        cfg, s = self.cfg, self.cfg.schedule
+        cfg = self.cfg
         session = self.storage.new_session()
         setup = {"cfg": cfg, "base": self.base_ref, "dataset": self.train_ref, "queue": self.queue,
                  "store": self.store, "pairs": pairs_ref, "tau": self.tau, "reference_id": art.reference_id,
                  "storage": self.storage.root, "restarts_before": self._restarts_before()}
         trainer = TorchTrainer(
             train_loop_per_worker, train_loop_config=setup,
-            scaling_config=ScalingConfig(num_workers=s.num_learners, use_gpu=self.use_gpu,
+            scaling_config=ScalingConfig(num_workers=cfg.cluster.num_learners, use_gpu=self.use_gpu,
                                          resources_per_worker=cluster.train_resources_per_worker(cfg.cluster,
                                                                                                  self.use_gpu)),
             run_config=RunConfig(name=session, storage_path=self.storage.root,
-                                 failure_config=FailureConfig(max_failures=s.max_learner_failures),
+                                 failure_config=FailureConfig(max_failures=cfg.faults.max_learner_failures),
                                  callbacks=[CountLearnerFailures(self.store)],
-                                 checkpoint_config=CheckpointConfig(num_to_keep=s.checkpoints_to_keep),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
                                  logging_config=train_logging(cfg.log.verbose)))
 
         def fit() -> None:
@@ -335,7 +336,7 @@ class Driver:
                 signal.signal(sig, old)
 
     def _monitor(self, thread: threading.Thread) -> None:
-        live_ok = self.cfg.schedule.live_view and self.console.is_terminal
+        live_ok = self.cfg.log.live_view and self.console.is_terminal
         last_pipeline, stop_sent = 0.0, False
         with Live(self.view.render(), console=self.console, refresh_per_second=2) if live_ok \
                 else contextlib.nullcontext() as live:
@@ -412,7 +413,7 @@ class Driver:
             return
         ray.get(self.queue.close.remote("done"))
         # On Ctrl-C do not wait for a rollout batch to finish (it may take minutes); its tickets are in the checkpoint.
-        self.pool.shutdown(STOP_GRACE_S if self.stop_signal else self.cfg.schedule.sync_timeout_s)
+        self.pool.shutdown(STOP_GRACE_S if self.stop_signal else self.cfg.faults.sync_timeout_s)
         stats = ray.get(self.queue.stats.remote())
         self._note_queue_failure(stats)
         record = pipeline_record(stats, self._fault_counts())

@@ -72,8 +72,8 @@ class Learner:
         self.params = trainable(self.policy)
         self.model = ray.train.torch.prepare_model(PolicyErrors(self.policy),
                                                    parallel_strategy_kwargs={"find_unused_parameters": True})
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.schedule.lr,
-                                           weight_decay=self.cfg.schedule.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.cfg.optimizer.lr,
+                                           weight_decay=self.cfg.optimizer.weight_decay)
         self.store, self.queue = setup["store"], setup["queue"]
         self.step = self.version = 0
         self.health = {"nonfinite_skipped": 0, "nonfinite_in_row": 0, "learner_restarts": 0}
@@ -81,7 +81,7 @@ class Learner:
         self.last_checkpoint_step = -1
         self.sync_error = ""
         self.source = self._make_source()
-        restarts = call_with_timeout(self.store.learner_started.remote(self.rank), self.cfg.schedule.sync_timeout_s,
+        restarts = call_with_timeout(self.store.learner_started.remote(self.rank), self.cfg.faults.sync_timeout_s,
                                      "learner: registering with the weight store")
         self._restore()
         # Ray Train restarted the worker group after a failure (FailureConfig): from the newest checkpoint, or from
@@ -154,13 +154,13 @@ class Learner:
                 state, message = "failed", f"{self.sync_error or 'rank 0 could not publish weights'}; stopped at " \
                     f"step {self.step} with a checkpoint"
                 break
-            if self.health["nonfinite_in_row"] >= s.max_nonfinite_in_row:
+            if self.health["nonfinite_in_row"] >= (limit := self.cfg.faults.max_nonfinite_in_row):
                 state = "failed"
-                message = (f"loss or gradient was NaN/inf in {s.max_nonfinite_in_row} steps in a row (at step "
-                           f"{self.step}); lower schedule.lr, check the reward model and data, or raise "
-                           "schedule.max_nonfinite_in_row")
+                message = (f"loss or gradient was NaN/inf in {limit} steps in a row (at step "
+                           f"{self.step}); lower optimizer.lr, check the reward model and data, or raise "
+                           "faults.max_nonfinite_in_row")
                 break
-            if not record["skipped"] and self.step % s.checkpoint_interval == 0:
+            if not record["skipped"] and self.step % self.cfg.checkpoint.interval == 0:
                 self.checkpoint(record)
         self.checkpoint({"step": self.step, "version": self.version})
         if self.rank == 0:
@@ -175,7 +175,7 @@ class Learner:
         return bool(value.item() > 0)
 
     def _stop_requested(self) -> bool:
-        status = call_with_timeout(self.store.status.remote(), self.cfg.schedule.sync_timeout_s,
+        status = call_with_timeout(self.store.status.remote(), self.cfg.faults.sync_timeout_s,
                                    "learner: reading the run status")
         return status["state"] == "stop_requested"
 
@@ -184,7 +184,7 @@ class Learner:
         if self.rank != 0:
             return
         call_with_timeout(self.store.publish.remote(self.version, self.step, state_to_numpy(self.policy)),
-                          self.cfg.schedule.sync_timeout_s, f"learner: publishing weights v{self.version}")
+                          self.cfg.faults.sync_timeout_s, f"learner: publishing weights v{self.version}")
 
     def _make_source(self) -> Any:
         s, name = self.cfg.schedule, self.cfg.objective.name
@@ -223,11 +223,11 @@ class Learner:
 
     def _pipeline_state(self) -> dict[str, Any]:
         """Queue snapshot, its groups (unless keep_queue_on_resume is off) and the weights re-issued tickets need."""
-        timeout = self.cfg.schedule.sync_timeout_s
+        timeout = self.cfg.faults.sync_timeout_s
         snap = call_with_timeout(self.queue.snapshot.remote(), timeout, "learner: snapshotting the replay queue")
         refs = snap.pop("refs")
         groups = None
-        if self.cfg.schedule.keep_queue_on_resume:
+        if self.cfg.checkpoint.keep_queue_on_resume:
             groups = [g.to_state() for g in call_with_timeout([r[0] for r in refs], timeout, "learner: queue groups")]
         versions = {}
         if self.cfg.deterministic:  # tickets name exact versions: keep every one a resumed ticket may need

@@ -1,7 +1,7 @@
 """`RolloutPool`: the driver's rollout actors. It starts them, watches them, replaces the ones that die or hang,
 and with `cluster.autoscale` grows and shrinks with the cluster.
 
-Size. Without autoscaling the pool holds `schedule.num_rollout_workers` actors from the start (`check_resources`
+Size. Without autoscaling the pool holds `cluster.num_rollout_workers` actors from the start (`check_resources`
 has made sure they fit). With `cluster.autoscale` the driver first asks the autoscaler for room for all of them
 (`cluster.request_rollout_resources`), and the pool holds as many as the alive nodes can host now
 (`cluster.rollout_capacity`): it starts more as nodes arrive, and when a node goes away its actors die with it
@@ -10,9 +10,9 @@ be complete: they train on whatever the queue holds, so the schedule (sync inter
 is the same with 1 or 64 rollout actors, only the learner's idle fraction changes.
 
 Faults. A worker whose `run()` ended with an error died (its node, an OOM, `ray.kill`) or failed (an exception
-in sampling); a worker stuck in one batch for longer than `schedule.sync_timeout_s` never picks up new weights.
+in sampling); a worker stuck in one batch for longer than `faults.sync_timeout_s` never picks up new weights.
 Each is killed, its in-flight tickets go back to the replay queue for re-issue, and a new actor takes its place;
-after `schedule.max_worker_replacements` the pool gives up and the run fails with the cause.
+after `faults.max_worker_replacements` the pool gives up and the run fails with the cause.
 """
 
 from __future__ import annotations
@@ -52,16 +52,16 @@ class RolloutPool:
 
     def target(self) -> int:
         """How many actors the pool should hold now (all of them, or with autoscaling what the alive nodes host)."""
-        s, cc = self.cfg.schedule, self.cfg.cluster
+        cc = self.cfg.cluster
         if not cc.autoscale:
-            return s.num_rollout_workers
-        capacity = cluster.rollout_capacity(cc, self.use_gpu, num_learners=s.num_learners)
-        return min(s.num_rollout_workers, capacity)
+            return cc.num_rollout_workers
+        capacity = cluster.rollout_capacity(cc, self.use_gpu, num_learners=cc.num_learners)
+        return min(cc.num_rollout_workers, capacity)
 
     def request_autoscaling(self) -> list[dict[str, float]]:
         """Ask the autoscaler for the whole pool plus the learners (a no-op without `cluster.autoscale`)."""
-        s = self.cfg.schedule
-        return cluster.request_rollout_resources(s.num_rollout_workers, self.cfg.cluster, num_learners=s.num_learners,
+        cc = self.cfg.cluster
+        return cluster.request_rollout_resources(cc.num_rollout_workers, cc, num_learners=cc.num_learners,
                                                  use_gpu=self.use_gpu)
 
     def resize(self, serving: set[str]) -> list[str]:
@@ -75,7 +75,7 @@ class RolloutPool:
             self._remove(name)
             changes.append(f"pool shrinks to {len(self.workers)}: {name} never found a node")
         while len(self.workers) < target:
-            changes.append(f"pool grows to {len(self.workers) + 1}/{self.cfg.schedule.num_rollout_workers}: "
+            changes.append(f"pool grows to {len(self.workers) + 1}/{self.cfg.cluster.num_rollout_workers}: "
                            f"{self.spawn()} started")
         return changes
 
@@ -96,7 +96,7 @@ class RolloutPool:
         """Replace (or, when their node left an autoscaling cluster, drop) dead, failed and hung actors.
 
         `queue_stats`: the replay queue's `stats()` (per-worker state and since when). Returns one line per change;
-        sets `failure` once more than `schedule.max_worker_replacements` were replaced.
+        sets `failure` once more than `faults.max_worker_replacements` were replaced.
         """
         changes = []
         futures = [f for _, f in self.workers.values()]
@@ -109,7 +109,7 @@ class RolloutPool:
                     changes.append(self._replace(name, f"died ({error_cause(exc)})", may_shrink=True))
                 except RayTaskError as exc:
                     changes.append(self._replace(name, f"failed ({error_cause(exc.cause)})"))
-        timeout = self.cfg.schedule.sync_timeout_s
+        timeout = self.cfg.faults.sync_timeout_s
         for name, info in queue_stats["workers"].items():
             stuck = info["state"] == "generating" and queue_stats["now"] - info["since"] > timeout
             if name in self.workers and stuck:
@@ -124,9 +124,9 @@ class RolloutPool:
             self.faults["worker_node_lost"] += 1
             return f"rollout worker {name} {why}; its node left, the pool shrinks to {len(self.workers)}"
         self.faults["worker_replaced"] += 1
-        if self.faults["worker_replaced"] > self.cfg.schedule.max_worker_replacements:
+        if self.faults["worker_replaced"] > self.cfg.faults.max_worker_replacements:
             self.failure = (f"rollout worker {name} {why}, and {self.faults['worker_replaced'] - 1} were replaced "
-                            "before it; fix the cause above or raise schedule.max_worker_replacements")
+                            "before it; fix the cause above or raise faults.max_worker_replacements")
             return ""
         return f"rollout worker {name} {why}; replaced by {self.spawn()}, re-issued tickets {reissued}"
 

@@ -98,7 +98,7 @@ def check_paths(cfg: Config, run_dir: Path, storage: RunStorage) -> None:
         raise ConfigError(f"workdir {workdir} is a file, not a folder; set workdir to the folder that caches the "
                           "base model, reward model and evaluator (e.g. artifacts)")
     wanted = [artifacts.base_path(cfg), artifacts.reward_path(cfg)]
-    wanted += [artifacts.evaluator_path(cfg)] if cfg.schedule.final_eval else []
+    wanted += [artifacts.evaluator_path(cfg)] if cfg.log.final_eval else []
     for path in wanted:
         if not path.is_file():
             check_output_file(path, "workdir")
@@ -130,7 +130,7 @@ def find_resume_point(cfg: Config, run_dir: Path, storage: RunStorage, with_queu
                               "holds no checkpoint (learner-*/ deleted or moved?); restore the learner-*/ folders, "
                               "or start a new run with another --output-dir")
     s = cfg.schedule
-    outputs = ["policy.pt", *(["report.md"] if s.final_eval else [])]
+    outputs = ["policy.pt", *(["report.md"] if cfg.log.final_eval else [])]
     if point.folder is not None and point.step >= s.total_steps and all((run_dir / f).is_file() for f in outputs):
         raise ConfigError(f"--resume {run_dir}: the run already finished (step {point.step} of "
                           f"schedule.total_steps={s.total_steps}, {' and '.join(outputs)} written); to train on, "

@@ -177,7 +177,7 @@ class ReplayQueue:
             if self._nonfinite_in_row >= self.plan.max_nonfinite_groups and not self._closed:
                 self._failure = (f"the reward was NaN/inf for {self._nonfinite_in_row} groups in a row (the last from "
                                  f"{worker}, policy v{groups[-1].policy_version}); check the reward model and the "
-                                 "policy's samples, or raise schedule.max_nonfinite_in_row")
+                                 "policy's samples, or raise faults.max_nonfinite_in_row")
                 self._closed = "failed"
             self._cond.notify_all()
             return out

@@ -58,7 +58,7 @@ class RolloutWorker:
 
     def sync_weights(self, version: int | None) -> None:
         """Load the newest weights (`version` None) or exactly `version`, if not already held."""
-        s = self.cfg.schedule
+        s = self.cfg.faults
         if version is None:
             info = call_with_timeout(self.store.latest.remote(), s.sync_timeout_s, f"rollout worker {self.name}")
             if info is None or info.version == self.version:

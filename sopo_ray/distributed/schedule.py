@@ -46,7 +46,7 @@ class SchedulePlan:
     deterministic: bool
     """Exact versions and stream-order delivery (reproducible runs)."""
     max_nonfinite_groups: int = 1 << 30
-    """Groups with NaN/inf rewards in a row that end the run (`schedule.max_nonfinite_in_row` steps' worth)."""
+    """Groups with NaN/inf rewards in a row that end the run (`faults.max_nonfinite_in_row` steps' worth)."""
 
     @classmethod
     def from_config(cls, cfg: Config, num_captions: int) -> SchedulePlan:
@@ -56,7 +56,7 @@ class SchedulePlan:
         return cls(num_captions=num_captions, batch_size=s.batch_size,
                    rollout_batch_size=min(s.rollout_batch_size, capacity), sync_interval=s.sync_interval,
                    max_staleness=s.max_staleness, total_steps=s.total_steps, capacity=capacity, seed=cfg.seed,
-                   deterministic=cfg.deterministic, max_nonfinite_groups=s.max_nonfinite_in_row * s.batch_size)
+                   deterministic=cfg.deterministic, max_nonfinite_groups=cfg.faults.max_nonfinite_in_row * s.batch_size)
 
     @property
     def total_groups(self) -> int:

@@ -4,7 +4,7 @@ Weights travel one way, through the object store: learner rank 0 calls `publish(
 state dict as numpy arrays; the store re-puts them so it owns the object (a learner that exits or restarts does not
 take the weights with it) and keeps the newest `keep` versions. Rollout workers ask for `latest()` or, in
 deterministic mode, an exact `get(version)` between batches, never during one. Every caller bounds its wait with
-`ray.get(..., timeout=schedule.sync_timeout_s)` (see `fetch_weights`); a publish or pull that does not answer in
+`ray.get(..., timeout=faults.sync_timeout_s)` (see `fetch_weights`); a publish or pull that does not answer in
 time is an error that names the actor, never a silent hang.
 
 The same actor carries the learner's per-step metric records (`report` / `drain`) and its final `status`, so the
@@ -131,8 +131,8 @@ def call_with_timeout(ref: Any, timeout_s: float, what: str) -> Any:
     try:
         return ray.get(ref, timeout=timeout_s)
     except GetTimeoutError:
-        raise ClusterError(f"{what} did not finish within {timeout_s:g} s (schedule.sync_timeout_s); the actor may "
-                           "be overloaded or dead: check `ray status`, or raise schedule.sync_timeout_s") from None
+        raise ClusterError(f"{what} did not finish within {timeout_s:g} s (faults.sync_timeout_s); the actor may "
+                           "be overloaded or dead: check `ray status`, or raise faults.sync_timeout_s") from None
 
 
 def fetch_weights(store: Any, version: int | None, timeout_s: float, who: str) -> tuple[int, dict[str, np.ndarray]]:
