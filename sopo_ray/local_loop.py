@@ -27,15 +27,7 @@ import yaml
 from rich.console import Console
 
 from sopo_ray import artifacts, memory, trackers
-from sopo_ray.algorithm import (
-    PolicyErrors,
-    calibrate_tau,
-    preference_batch,
-    sample_groups,
-    timed,
-    train_on_batch,
-    trainable,
-)
+from sopo_ray.algorithm import build_models, calibrate_tau, preference_batch, sample_groups, timed, train_on_batch
 from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
 from sopo_ray.config import Config, config_to_dict, with_absolute_paths
 from sopo_ray.console import make_console
@@ -47,7 +39,7 @@ from sopo_ray.distributed.summary import eval_record, print_summary
 from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.models.generator import generator_from_payload, save_generator
 from sopo_ray.models.text_encoder import load_text_cache
-from sopo_ray.objectives import pair_sources
+from sopo_ray.objectives import objective
 from sopo_ray.reward.oracle import rollout_reward
 from sopo_ray.tracking import MetricsWriter
 
@@ -65,12 +57,9 @@ class LocalTrainer:
     def __init__(self, cfg: Config, art: artifacts.Artifacts) -> None:
         self.cfg, self.art = cfg, art
         self.train = art.train
-        self.policy = generator_from_payload(art.base_payload).eval()
-        self.reference = generator_from_payload(art.base_payload).eval().requires_grad_(False)
+        self.models = build_models(cfg, art.base_payload)
+        self.policy, self.reference = self.models.policy, self.models.reference
         self.rollout = generator_from_payload(art.base_payload).eval().requires_grad_(False)
-        self.params = trainable(self.policy)
-        self.model = PolicyErrors(self.policy)
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
         self.reward = rollout_reward(cfg.reward.kind, art.reward_payload, self.train).eval()
         self.table = caption_table(self.train.motion_ids, self.train.captions)
         self.plan = SchedulePlan.from_config(cfg, len(self.table))
@@ -97,17 +86,16 @@ class LocalTrainer:
 
     def items(self, step: int) -> tuple[list[Any], list[int]]:
         """(groups or caption refs, staleness per item) of learner step `step`."""
-        name, b = self.cfg.objective.name, self.plan.batch_size
-        if name == "sft":
-            return CaptionSource(self.table, self.cfg.seed, b, 0, 1).next(step, self.version)[0], []
-        if name == "offline_dpo":
+        spec, b = objective(self.cfg.objective.name), self.plan.batch_size
+        if spec.source == "captions":
+            return CaptionSource(self.table, self.cfg.seed, b, 0, 1).next(step, self.version).items, []
+        if spec.source == "fixed_pairs":
             if self.pairs is None:   # sampled ONCE from the reference (version 0), never refreshed
                 n = min(self.cfg.objective.offline_pairs, len(self.table))
                 self.pairs = [g for s in range(0, n, b) for g in self._pair_batch(s, min(b, n - s))]
-            return FixedPairSource(self.pairs, self.cfg.seed, b, 0, 1).next(step, self.version)[0], []
+            return FixedPairSource(self.pairs, self.cfg.seed, b, 0, 1).next(step, self.version).items, []
         version = self.plan.required_version(step)
-        return self._groups(step, version, keep_best=pair_sources(name)[0] == "best_sample"), \
-            [self.version - version] * b
+        return self._groups(step, version, keep_best=spec.keeps_best), [self.version - version] * b
 
     def _pair_batch(self, start: int, size: int) -> list[Any]:
         if self.rollout_version != 0:
@@ -132,13 +120,14 @@ class LocalTrainer:
         batch = preference_batch(cfg.objective.name, items, self.train.features, self.train.lengths, staleness)
         timed(s, "collate", t)
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "learner", self.step, 0))
-        applied, metrics = train_on_batch(cfg, self.step, self.model, self.policy, self.reference, self.optimizer,
-                                          self.params, batch, gen, "cpu", self.tau, s)
+        m = self.models
+        applied, metrics = train_on_batch(cfg, self.step, m.model, m.policy, m.reference, m.optimizer, m.params,
+                                          batch, gen, "cpu", self.tau, s)
         if applied:
             self.step += 1
             self.health["nonfinite_in_row"] = 0
-            if self.step % cfg.schedule.sync_interval == 0:
-                self.version += 1
+            if self.plan.version_at(self.step) != self.version:
+                self.version = self.plan.version_at(self.step)
                 self.versions[self.version] = _state(self.policy)
                 oldest = self.plan.required_version(self.step)   # what later steps may still sample with
                 self.versions = {v: w for v, w in self.versions.items() if v >= oldest}
@@ -155,7 +144,7 @@ class LocalTrainer:
 
     def save(self, path: Path) -> None:
         """Atomically write everything a resumed run needs: weights, optimizer, counters, rollout versions."""
-        state = {"policy": _state(self.policy), "optimizer": self.optimizer.state_dict(),
+        state = {"policy": _state(self.policy), "optimizer": self.models.optimizer.state_dict(),
                  "versions": self.versions, "pairs": None if self.pairs is None else [g.to_state() for g in self.pairs]}
         save_checkpoint(path, "local_trainer", state, config_to_dict(self.cfg), self.train.data_id, step=self.step,
                         version=self.version, health=dict(self.health), tau=self.tau,
@@ -170,7 +159,7 @@ class LocalTrainer:
                                   f"is now {self.art.reference_id}; restore that base or start a new run")
         state = payload["state"]
         self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.models.optimizer.load_state_dict(state["optimizer"])
         self.versions = {int(v): w for v, w in state["versions"].items()}
         self.pairs = None if state["pairs"] is None else [RolloutGroup.from_state(g) for g in state["pairs"]]
         self.step, self.version = int(payload["step"]), int(payload["version"])

@@ -52,7 +52,7 @@ def test_hung_worker_dead_worker_and_dead_queue_are_survived(ray_cluster, smoke_
                 injected.append("worker")
             time.sleep(0.2)
         while time.time() < deadline and len(injected) < 2:
-            if max(steps(), default=0) >= 6 and driver.mirror is not None:
+            if max(steps(), default=0) >= 6 and driver.pipeline is not None and driver.pipeline.mirror is not None:
                 ray.kill(driver.queue, no_restart=False)
                 injected.append("queue")
             time.sleep(0.2)

@@ -144,20 +144,13 @@ class Experiment:
         return done
 
     def _align_with_driver(self, cfg: Config, run_dir: Path) -> tuple[int, float]:
-        """One run through the distributed Driver in this process; (exit status, wall seconds)."""
-        import ray
-
+        """One run through the distributed Driver in this process (it closes its actors); (exit status, wall
+        seconds)."""
         from sopo_ray.distributed.driver import Driver
 
         self.console.rule(f"{cfg.model.kind} · {cfg.objective.name} · seed {cfg.seed} · {run_dir}")
         start = time.time()
-        driver = Driver(cfg, run_dir, console=self.console)
-        try:
-            status = driver.run()
-        finally:
-            for actor in (getattr(driver, "store", None), driver.queue):
-                if actor is not None:
-                    ray.kill(actor)
+        status = Driver(cfg, run_dir, console=self.console).run()
         return status, time.time() - start
 
     @staticmethod
