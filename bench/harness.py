@@ -3,9 +3,9 @@
 - `local_ray`: a throwaway single-node Ray. `simulated_cluster`: a multi-node Ray cluster on this machine
   (`ray.cluster_utils.Cluster`), one raylet and object store per node, so placement by custom resource and
   cross-node object transfers are real (over localhost).
-- `ReplayFeeder`: a rollout stand-in that speaks the replay queue's ticket protocol exactly like
-  `RolloutWorker.run` (claim a ticket, put its groups, stop when the queue closes) but replays copies of groups it
-  was given instead of sampling, so queue_transfer.py measures the queue's data path and learner_overhead.py the
+- `ReplayFeeder`: a rollout stand-in that runs the rollout workers' own ticket loop (`rollout.serve_tickets`:
+  claim a ticket, put its groups, stop when the queue closes) but serves each ticket with copies of groups it was
+  given instead of sampling, so queue_transfer.py measures the queue's data path and learner_overhead.py the
   learner, without paying for rollouts.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,8 @@ import ray
 from sopo_ray.config import Config, with_overrides
 from sopo_ray.distributed.cluster import OFFLINE_ENV
 from sopo_ray.distributed.group import RolloutGroup
+from sopo_ray.distributed.rollout import serve_tickets
+from sopo_ray.distributed.ticket_board import Ticket
 
 MiB = 2**20
 
@@ -83,28 +86,23 @@ class ReplayFeeder:
     def __init__(self, name: str, queue: Any, groups: list[RolloutGroup]) -> None:
         self.name, self.queue, self.groups = name, queue, groups
         self.node = ray.get_runtime_context().get_node_id()
+        self.totals: Counter[str] = Counter()
 
     def node_id(self) -> str:
         """The Ray node this feeder runs on."""
         return self.node
 
+    def serve(self, t: Ticket) -> list[RolloutGroup]:
+        """Copies of the given groups, tagged with the ticket's positions and version."""
+        self.totals["groups"] += t.size
+        return [dataclasses.replace(self.groups[p % len(self.groups)], position=p, ticket=t.ticket_id,
+                                    policy_version=t.version, worker=self.name, created_at=time.time())
+                for p in t.positions]
+
     def run(self) -> dict[str, float]:
         """Serve tickets until the queue closes; returns groups put and seconds spent in `put` calls."""
-        put, put_s = 0, 0.0
-        while True:
-            reply = ray.get(self.queue.claim.remote(self.name, None, 1.0))
-            if reply.status == "closed":
-                return {"groups": put, "put_s": put_s}
-            if reply.status == "wait":
-                continue
-            t = reply.ticket
-            batch = [dataclasses.replace(self.groups[(t.start + i) % len(self.groups)], position=t.start + i,
-                                         ticket=t.ticket_id, policy_version=t.version, worker=self.name,
-                                         created_at=time.time()) for i in range(t.size)]
-            t0 = time.perf_counter()
-            ray.get(self.queue.put.remote(self.name, t.ticket_id, t.epoch, batch))
-            put_s += time.perf_counter() - t0
-            put += len(batch)
+        serve_tickets(self.name, self.queue, self.serve, self.totals)
+        return {"groups": self.totals["groups"], "put_s": self.totals["put_s"]}
 
 
 def pool_rate(cfg: Config, art: Any, n_groups: int, n_workers: int, worker_options: dict[str, Any],
@@ -116,6 +114,7 @@ def pool_rate(cfg: Config, art: Any, n_groups: int, n_workers: int, worker_optio
     actors' start-up and a first batch are excluded. `refs`: object refs of (base payload, reward payload, train
     split), put once by the caller when it times several pool sizes.
     """
+    from sopo_ray.distributed.control import RunControl
     from sopo_ray.distributed.group import caption_table
     from sopo_ray.distributed.replay_queue import ReplayQueue
     from sopo_ray.distributed.rollout import RolloutWorker
@@ -128,20 +127,21 @@ def pool_rate(cfg: Config, art: Any, n_groups: int, n_workers: int, worker_optio
     refs = refs or [ray.put(x) for x in (art.base_payload, art.reward_payload, art.train)]
     store = ray.remote(WeightStore).options(num_cpus=0).remote(2)
     ray.get(store.publish.remote(0, 0, {k: v.numpy() for k, v in art.base_payload["state"].items()}))
-    queue = ray.remote(ReplayQueue).options(num_cpus=0).remote(plan, cfg.objective.tau)
+    queue = ray.remote(ReplayQueue).options(num_cpus=0).remote(plan)
+    control = ray.remote(RunControl).options(num_cpus=0).remote(cfg.objective.tau, 64)
     workers = [ray.remote(RolloutWorker).options(**worker_options).remote(f"bench-{i}", cfg, *refs, queue, store,
-                                                                          False) for i in range(n_workers)]
+                                                                          control, False) for i in range(n_workers)]
     nodes = [s["node"] for s in ray.get([w.stats.remote() for w in workers])]   # up, models loaded: not timed
     runs = [w.run.remote() for w in workers]
     batch = cfg.schedule.batch_size
     ray.get(queue.get_batch.remote(0, 0, batch, 600.0))                        # warm-up batch, excluded
     start, done, step = time.perf_counter(), 0, 1
     while done < n_groups:
-        done += len(ray.get(queue.get_batch.remote(step, 0, batch, 600.0)).groups)
+        done += len(ray.get(queue.get_batch.remote(step, 0, batch, 600.0)).refs)
         step += 1
     rate = done / (time.perf_counter() - start)
     ray.get(queue.close.remote("bench"))
     ray.get(runs)
-    for actor in (*workers, queue, store):
+    for actor in (*workers, queue, store, control):
         ray.kill(actor)
     return rate, nodes

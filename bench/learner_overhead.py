@@ -5,7 +5,8 @@
 
 Every setting trains the same policy (the config's cached base model) against the same frozen reference on the
 same rollout groups (sampled once here with the base model, `schedule.batch_size` per step, cycled), with the same
-loss (`learner.preference_terms` + `objectives.objective_loss`), gradient clipping, AdamW and lr schedule:
+loss (`algorithm.train_on_batch`), gradient clipping, AdamW and lr schedule, models set up by
+`algorithm.build_models`:
 - plain loop (`collate` -> terms -> loss -> backward -> step, batches already in memory), run in this process, in
   a plain Ray actor (1 CPU), and inside the TorchTrainer worker (same process and thread as the Learner);
 - the Learner: the real `Learner.train_step` in a TorchTrainer worker (1 CPU, gloo; `prepare_model`, the stop
@@ -36,11 +37,12 @@ from rich.console import Console
 from rich.table import Table
 
 from sopo_ray import artifacts
-from sopo_ray.algorithm import PolicyErrors, preference_batch, sample_groups, timed, train_on_batch, trainable
+from sopo_ray.algorithm import build_models, preference_batch, sample_groups, timed, train_on_batch
 from sopo_ray.config import Config, load_config, with_absolute_paths, with_overrides
 from sopo_ray.distributed.cluster import actor_options, train_resources_per_worker
+from sopo_ray.distributed.control import RunControl
 from sopo_ray.distributed.group import RolloutGroup, caption_table
-from sopo_ray.distributed.learner import Learner
+from sopo_ray.distributed.learner import Learner, LearnerSetup
 from sopo_ray.distributed.replay_queue import ReplayQueue
 from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.distributed.seeds import derive_seed
@@ -85,19 +87,15 @@ def rollout_pool(cfg: Config, art: Any, n: int) -> list[RolloutGroup]:
 
 
 class PlainLoop:
-    """The same SoPo step in this process (`algorithm.train_on_batch`, as the Learner calls it), models set up by
-    `algorithm.trainable`; batches already in memory."""
+    """The same SoPo step in this process (`algorithm.train_on_batch`, as the Learner calls it), models built by
+    `algorithm.build_models` as the Learner builds them; batches already in memory."""
 
     def __init__(self, cfg: Config, base_payload: dict[str, Any], dataset: Any, pool: list[RolloutGroup]) -> None:
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
         load_text_cache(cfg)
         self.cfg, self.dataset, self.pool, self.step = cfg, dataset, pool, 0
-        self.policy = generator_from_payload(base_payload).eval()
-        self.reference = generator_from_payload(base_payload).eval().requires_grad_(False)
-        self.params = trainable(self.policy)
-        self.model = PolicyErrors(self.policy)
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.schedule.lr, weight_decay=cfg.schedule.weight_decay)
+        self.models = build_models(cfg, base_payload)
 
     def train_step(self) -> dict[str, float]:
         """One step; its wall seconds and per-stage seconds, named like the Learner's step record."""
@@ -107,8 +105,9 @@ class PlainLoop:
         batch = preference_batch(cfg.objective.name, groups, self.dataset.features, self.dataset.lengths, [0] * n)
         timed(s, "collate", t0)
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "learner", self.step, 0))
-        train_on_batch(cfg, self.step, self.model, self.policy, self.reference, self.optimizer, self.params, batch,
-                       gen, "cpu", cfg.objective.tau, s)
+        m = self.models
+        train_on_batch(cfg, self.step, m.model, m.policy, m.reference, m.optimizer, m.params, batch, gen, "cpu",
+                       cfg.objective.tau, s)
         self.step += 1
         return {"wall_s": time.perf_counter() - t0, **{f"timing/{k}_s": v for k, v in s.items()}}
 
@@ -141,15 +140,16 @@ class PlainActor:
         return run_blocks([(ACTOR, self.loop.train_step, LEARNER)], turns, warmup, blocks, size)
 
 
-def timed_train_loop(setup: dict[str, Any]) -> None:
+def timed_train_loop(config: dict[str, Any]) -> None:
     """Ray Train worker: the real Learner's `train_step`, then `PlainLoop` in the same worker, in turns with the
-    plain loops outside; timings go to the store."""
+    plain loops outside; timings go to the run control."""
+    setup: LearnerSetup = config["setup"]
     learner = Learner(setup)
     ready = time.time()
-    plain = PlainLoop(setup["cfg"], ray.get(setup["base"]), ray.get(setup["dataset"]), setup["pool"])
+    plain = PlainLoop(setup.cfg, ray.get(setup.base), ray.get(setup.dataset), config["pool"])
     out = run_blocks([(LEARNER, learner.train_step, TRAIN_PLAIN), (TRAIN_PLAIN, plain.train_step, HERE)],
-                     setup["turns"], setup["warmup"], setup["blocks"], setup["block_steps"])
-    ray.get(setup["store"].report.remote([{"ready_at": ready, "records": out}]))
+                     config["turns"], config["warmup"], config["blocks"], config["block_steps"])
+    ray.get(setup.control.report.remote([{"ready_at": ready, "records": out}]))
 
 
 def interleaved(cfg: Config, art: Any, pool: list[RolloutGroup], args: argparse.Namespace,
@@ -161,9 +161,10 @@ def interleaved(cfg: Config, art: Any, pool: list[RolloutGroup], args: argparse.
 
     plan = SchedulePlan.from_config(cfg, len(caption_table(art.train.motion_ids, art.train.captions)))
     helper = actor_options(cfg.cluster, "helper", False)
-    store = ray.remote(WeightStore).options(**helper).remote(cfg.schedule.max_staleness + 2)
+    store = ray.remote(WeightStore).options(**helper).remote(plan.kept_versions)
     ray.get(store.publish.remote(0, 0, {k: v.numpy() for k, v in art.base_payload["state"].items()}))
-    queue = ray.remote(ReplayQueue).options(**helper).remote(plan, cfg.objective.tau)
+    control = ray.remote(RunControl).options(**helper).remote(cfg.objective.tau, 64)
+    queue = ray.remote(ReplayQueue).options(**helper).remote(plan)
     feeder = ray.remote(ReplayFeeder).options(**helper).remote("feeder", queue, pool)
     turns = ray.remote(Turns).options(**helper).remote()
     run = feeder.run.remote()
@@ -173,11 +174,11 @@ def interleaved(cfg: Config, art: Any, pool: list[RolloutGroup], args: argparse.
     plain = PlainLoop(cfg, art.base_payload, art.train, pool)
     errors: list[Exception] = []
     with tempfile.TemporaryDirectory(prefix="sopo-bench-") as storage:
-        setup = {"cfg": cfg, "base": base, "dataset": dataset, "queue": queue, "store": store, "pairs": None,
-                 "tau": cfg.objective.tau, "reference_id": "bench", "storage": storage, "session": "learner-1",
-                 "turns": turns, "pool": pool, "warmup": args.warmup, "blocks": args.blocks,
-                 "block_steps": args.block_steps}
-        trainer = TorchTrainer(timed_train_loop, train_loop_config=setup,
+        setup = LearnerSetup(cfg=cfg, base=base, dataset=dataset, store=store, control=control, tau=cfg.objective.tau,
+                             reference_id="bench", storage=storage, queue=queue)
+        config = {"setup": setup, "turns": turns, "pool": pool, "warmup": args.warmup, "blocks": args.blocks,
+                  "block_steps": args.block_steps}
+        trainer = TorchTrainer(timed_train_loop, train_loop_config=config,
                                scaling_config=ScalingConfig(num_workers=1, use_gpu=False,
                                                             resources_per_worker=train_resources_per_worker(
                                                                 cfg.cluster, False)),
@@ -199,11 +200,11 @@ def interleaved(cfg: Config, art: Any, pool: list[RolloutGroup], args: argparse.
         thread.join()
     if errors:
         raise errors[0]
-    (report,) = ray.get(store.drain.remote())
+    (report,) = ray.get(control.drain.remote())
     records.update(report["records"])
     ray.get(queue.close.remote("bench"))
     ray.get(run)
-    for handle in (feeder, queue, store, turns, actor):
+    for handle in (feeder, queue, store, control, turns, actor):
         ray.kill(handle)
     return records, report["ready_at"] - fit_started
 
@@ -247,7 +248,7 @@ def main() -> None:
                       *(f"{ms[3] / x:.2f}x" if x > 0.05 else "-" for x in (ms[1], ms[2])))
     console.print(table)
     console.print(f"One-off: {startup_s:.1f} s from TorchTrainer.fit() to a built Learner (Train controller, worker "
-                  "group, gloo process group, models). 'wait' under Ray Train is the stop check (a WeightStore "
+                  "group, gloo process group, models). 'wait' under Ray Train is the stop check (a RunControl "
                   f"call) plus the replay-queue get. Load (1 min) at the end: {os.getloadavg()[0]:.1f}.")
 
 if __name__ == "__main__":

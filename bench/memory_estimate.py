@@ -50,13 +50,13 @@ def measure(config: str | None, kind: str, stage: str, size: int, k: int) -> dic
 
     torch.set_num_threads(1)
     cfg = load_config(config, [f"model.kind={kind}", f"schedule.rollout_batch_size={size}", f"objective.k={k}",
-                               f"schedule.batch_size={size}", "schedule.num_learners=1"])
+                               f"schedule.batch_size={size}", "cluster.num_learners=1"])
     frames, stats = cfg.data.max_frames, (np.zeros(FEATURE_DIM, np.float32), np.ones(FEATURE_DIM, np.float32))
     gen = build_generator(cfg, stats).eval()
     rng = np.random.default_rng(0)
     if stage == "rollout":
+        from sopo_ray.algorithm import sample_groups
         from sopo_ray.distributed.group import caption_table
-        from sopo_ray.distributed.rollout import sample_groups
         from sopo_ray.reward.tmr import TMRReward
 
         r = cfg.reward
@@ -71,22 +71,20 @@ def measure(config: str | None, kind: str, stage: str, size: int, k: int) -> dic
                       guidance=cfg.diffusion.guidance_scale, run_seed=0, keep_best=False)
         estimate = memory.rollout_bytes(cfg)
     else:
-        from sopo_ray.distributed.learner import PolicyErrors, preference_terms
-        from sopo_ray.distributed.sources import PreferenceBatch
+        from sopo_ray.algorithm import PolicyErrors, PreferenceBatch, preference_terms, trainable
         from sopo_ray.objectives import objective_loss
 
         reference = copy.deepcopy(gen).requires_grad_(False)
-        gen.requires_grad_(False)
-        gen.denoiser.requires_grad_(True)
+        trainable(gen)
         x = torch.from_numpy(rng.normal(size=(size, frames, FEATURE_DIM)).astype(np.float32))
         n = torch.full((size,), frames)
         batch = PreferenceBatch(captions=[f"a person walks {i}" for i in range(size)], x_w=x, len_w=n, x_l=x.clone(),
                                 len_l=n, reward_l=torch.full((size,), 0.3), sims_w=torch.full((size, k), 0.5),
-                                staleness=[0] * size)
+                                staleness=[0] * size, group_metrics={})
         gen.encode_text(batch.captions)
         before, idle_private = _rss(), _private()
         terms = preference_terms(cfg, PolicyErrors(gen), gen, reference, batch, torch.Generator().manual_seed(0), "cpu")
-        objective_loss(cfg.objective, terms, cfg.objective.tau)[0].backward()
+        objective_loss(cfg.objective, terms, cfg.objective.tau, gen.num_timesteps)[0].backward()
         estimate = memory.learner_bytes(cfg)
     return {"idle": before, "idle_private": idle_private, "measured": _peak() - before, "estimate": estimate}
 

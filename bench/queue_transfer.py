@@ -34,7 +34,7 @@ from rich.table import Table
 from sopo_ray.config import Config, load_config, with_overrides
 from sopo_ray.distributed.cluster import actor_options
 from sopo_ray.distributed.group import RolloutGroup
-from sopo_ray.distributed.replay_queue import ReplayQueue
+from sopo_ray.distributed.replay_queue import ReplayQueue, Status
 from sopo_ray.distributed.schedule import SchedulePlan
 
 
@@ -75,16 +75,15 @@ def through_queue(cfg: Config, groups: list[RolloutGroup], n: int, head: str, wh
                                "schedule.rollout_ahead=2", "deterministic=false"])
     plan = SchedulePlan.from_config(cfg, len(groups))
     on_head = {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=False)}
-    queue = ray.remote(ReplayQueue).options(**actor_options(cfg.cluster, "helper", False), **on_head).remote(
-        plan, cfg.objective.tau)
+    queue = ray.remote(ReplayQueue).options(**actor_options(cfg.cluster, "helper", False), **on_head).remote(plan)
     feeder = ray.remote(ReplayFeeder).options(num_cpus=0, **where).remote("feeder", queue, groups)
     ray.get(feeder.node_id.remote())
     run = feeder.run.remote()
-    ray.get(ray.get(queue.get_batch.remote(0, 0, batch, 120.0)).groups)    # warm-up batch, excluded
+    ray.get(ray.get(queue.get_batch.remote(0, 0, batch, 120.0)).refs)      # warm-up batch, excluded
     start = time.perf_counter()
     for step in range(1, n + 1):
         reply = ray.get(queue.get_batch.remote(step, 0, batch, 120.0))
-        assert reply.status == "ok" and len(ray.get(reply.groups)) == batch, reply.status
+        assert reply.status is Status.OK and len(ray.get(reply.refs)) == batch, reply.status
     elapsed = (time.perf_counter() - start) / n
     ray.get(queue.close.remote("bench"))
     fed = ray.get(run)

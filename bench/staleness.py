@@ -112,8 +112,8 @@ def summarize(metrics_path: Path, sync_interval: int) -> dict[str, Any]:
 def run_one(args: argparse.Namespace, value: int, root: Path) -> dict[str, Any]:
     """One training run at max_staleness `value`; its summary row."""
     rollout_cpus = (args.num_cpus - 1) / args.workers
-    overrides = [f"schedule.max_staleness={value}", f"schedule.num_rollout_workers={args.workers}",
-                 f"schedule.total_steps={args.steps}", "schedule.final_eval=false", "schedule.live_view=false",
+    overrides = [f"schedule.max_staleness={value}", f"cluster.num_rollout_workers={args.workers}",
+                 f"schedule.total_steps={args.steps}", "log.final_eval=false", "log.live_view=false",
                  f"cluster.num_cpus={args.num_cpus}", "cluster.learner_cpus=1", f"cluster.rollout_cpus={rollout_cpus}",
                  *args.overrides]
     cfg = load_config(args.config, overrides)

@@ -4,9 +4,11 @@
                       `pick_pairs`)
     preference_batch  x^w from the dataset (SoPo, SFT) or the best sample (online DPO); x^l and r(x^l, c)
     preference_terms  policy and reference denoising errors on x^w and x^l at one shared t and noise (Eq. 15)
+    build_models      policy (its denoiser trains), frozen reference and AdamW, from the base model's checkpoint
     train_on_batch    objectives.objective_loss (SoPo Eq. 17 or a baseline), backward, clip, AdamW step
     the schedule      step s trains with the policy of version s // sync_interval; its groups were sampled by a
-                      version at most max_staleness older (`distributed.schedule.SchedulePlan`)
+                      version at most max_staleness older (`distributed.schedule`, enforced by
+                      `distributed.ticket_board.TicketBoard`)
 
 The single-process loop (`sopo_ray.local_loop`, `sopo align --local`) strings these together; the Ray trainer
 runs the same functions in its actors (`distributed.rollout.RolloutWorker` samples, `distributed.learner.Learner`
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,7 @@ from sopo_ray.config import Config
 from sopo_ray.data.oracle import oracle_score
 from sopo_ray.distributed.group import CaptionRef, RolloutGroup, caption_table
 from sopo_ray.distributed.seeds import derive_seed, sample_seeds
+from sopo_ray.models.generator import generator_from_payload
 from sopo_ray.objectives import PreferenceTerms, objective_loss, pair_sources, preferred_weight, resolve_tau
 
 # ---------------------------------------------------------------------------------------------------------
@@ -224,12 +228,12 @@ class PolicyErrors(nn.Module):
 
 
 def lr_at(step: int, cfg: Config) -> float:
-    """Linear warm-up to schedule.lr over warmup_steps, then cosine decay to 0 at total_steps."""
-    s = cfg.schedule
-    if step < s.warmup_steps:
-        return s.lr * (step + 1) / s.warmup_steps
-    progress = (step - s.warmup_steps) / max(1, s.total_steps - s.warmup_steps)
-    return s.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    """Linear warm-up to optimizer.lr over warmup_steps, then cosine decay to 0 at total_steps."""
+    o = cfg.optimizer
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    progress = (step - o.warmup_steps) / max(1, cfg.schedule.total_steps - o.warmup_steps)
+    return o.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def preference_terms(cfg: Config, model: nn.Module, policy: Any, reference: Any, batch: PreferenceBatch,
@@ -276,6 +280,34 @@ def trainable(policy: Any) -> list[nn.Parameter]:
     return params
 
 
+@dataclass
+class Models:
+    """What a trainer holds for its steps."""
+
+    policy: Any
+    """The MotionGenerator being aligned (only its denoiser trains)."""
+    reference: Any
+    """A frozen copy of the base model."""
+    params: list[nn.Parameter]
+    """The policy's trainable parameters."""
+    model: nn.Module
+    """`PolicyErrors(policy)`, as the trainer calls it (wrapped for DDP in a Ray Train learner)."""
+    optimizer: torch.optim.Optimizer
+    """AdamW over `params` (optimizer.lr, optimizer.weight_decay)."""
+
+
+def build_models(cfg: Config, payload: dict[str, Any], device: torch.device | str = "cpu",
+                 wrap: Callable[[nn.Module], nn.Module] = lambda m: m) -> Models:
+    """Policy and reference from the base model's checkpoint `payload` on `device`, the policy's trainable
+    parameters, `wrap(PolicyErrors(policy))` and AdamW: what the learner, the local loop and the benches train."""
+    policy = generator_from_payload(payload).to(device).eval()
+    reference = generator_from_payload(payload).to(device).eval().requires_grad_(False)
+    params = trainable(policy)
+    model = wrap(PolicyErrors(policy))
+    optimizer = torch.optim.AdamW(params, lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay)
+    return Models(policy, reference, params, model, optimizer)
+
+
 def train_on_batch(cfg: Config, step: int, model: nn.Module, policy: Any, reference: Any,
                    optimizer: torch.optim.Optimizer, params: list[nn.Parameter], batch: PreferenceBatch,
                    gen: torch.Generator, device: torch.device | str, tau: float,
@@ -293,7 +325,7 @@ def train_on_batch(cfg: Config, step: int, model: nn.Module, policy: Any, refere
     t = timed(stages, "loss", t)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.schedule.grad_clip or float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.optimizer.grad_clip or float("inf"))
     t = timed(stages, "backward", t)
     applied = not any_rank(not (torch.isfinite(loss) and torch.isfinite(grad_norm)))
     if applied:

@@ -277,6 +277,9 @@ class ObjectiveConfig(Section):
     constant weighting of Diffusion-DPO); a number sets T * w_t directly (1 is what the released code does, which
     keeps the logit near 0: a weighted SFT plus an unbounded push on x^l)."""
 
+    offline_pairs: Annotated[int, Field(ge=1)] = 256
+    """offline_dpo only: captions whose best-vs-worst pair is sampled once from the reference model and reused."""
+
     @field_validator("k")
     @classmethod
     def _k_range(cls, k: int) -> int:
@@ -299,14 +302,12 @@ class ObjectiveConfig(Section):
 
 
 class ScheduleConfig(Section):
+    """The semi-online schedule (`distributed.schedule`): how long, how much per step, how stale."""
+
     total_steps: Annotated[int, Field(ge=1)] = 300
     """Learner optimizer steps of the alignment run."""
     batch_size: Annotated[int, Field(ge=1)] = 16
-    """Captions per learner step (each with one x^w and one online group)."""
-    lr: Annotated[float, Field(gt=0)] = 1e-5
-    """AdamW learning rate of alignment (paper: 1e-5, cosine decay with warm-up)."""
-    warmup_steps: Annotated[int, Field(ge=0)] = 10
-    """Linear warm-up steps."""
+    """Captions per learner step (each with one x^w and one online group), all learners together."""
     sync_interval: Annotated[int, Field(ge=1)] = 5
     """Learners publish weights as version v+1 every this many optimizer steps."""
     max_staleness: Annotated[int, Field(ge=0)] = 1
@@ -314,45 +315,52 @@ class ScheduleConfig(Section):
     rollout_ahead: Annotated[int, Field(ge=0)] = 8
     """Learner batches rollout may run ahead of the one being trained: the replay queue holds at most
     (rollout_ahead + 1) * batch_size queued plus in-flight groups (back-pressure)."""
-    num_rollout_workers: Annotated[int, Field(ge=1)] = 1
-    """Rollout actors in the pool."""
     rollout_batch_size: Annotated[int, Field(ge=1)] = 16
     """Captions per rollout batch (each sampled K times)."""
-    num_learners: Annotated[int, Field(ge=1)] = 1
-    """Ray Train workers (DDP)."""
-    checkpoint_interval: Annotated[int, Field(ge=1)] = 50
-    """Learner steps between checkpoints."""
+
+
+class OptimizerConfig(Section):
+    """AdamW of the alignment learners, with linear warm-up and cosine decay (`lr_schedule.warmup_cosine`)."""
+
+    lr: Annotated[float, Field(gt=0)] = 1e-5
+    """Peak learning rate of alignment (paper: 1e-5, cosine decay with warm-up)."""
+    warmup_steps: Annotated[int, Field(ge=0)] = 10
+    """Linear warm-up steps."""
+    grad_clip: Annotated[float, Field(ge=0)] = 1.0
+    """Clip the policy's gradient norm to this (0 disables)."""
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    """AdamW weight decay."""
+
+
+class FaultsConfig(Section):
+    """What the trainer waits for and how much it survives before the run fails (docs/reliability.md)."""
+
     sync_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     """Seconds a weight publish or pull may take before the worker is reported and replaced."""
     max_nonfinite_in_row: Annotated[int, Field(ge=1)] = 5
     """Stop the run after this many consecutive steps with a NaN/inf loss or reward."""
-    keep_queue_on_resume: bool = True
-    """Save the replay queue's contents in checkpoints; if false, queued groups count as dropped ('resume')."""
-    grad_clip: Annotated[float, Field(ge=0)] = 1.0
-    """Clip the policy's gradient norm to this (0 disables)."""
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    """AdamW weight decay of alignment."""
-    offline_pairs: Annotated[int, Field(ge=1)] = 256
-    """offline_dpo only: captions whose best-vs-worst pair is sampled once from the reference model and reused."""
-    checkpoints_to_keep: Annotated[int, Field(ge=1)] = 2
-    """Newest learner checkpoints kept in the run directory (older ones are deleted)."""
-    live_view: bool = True
-    """Show the rich live view in the terminal (progress lines are printed instead when false or not a TTY)."""
     max_worker_replacements: Annotated[int, Field(ge=0)] = 10
     """Rollout workers the driver may replace (died, failed, or stuck past sync_timeout_s) before the run fails."""
     max_learner_failures: Annotated[int, Field(ge=0)] = 2
     """Times Ray Train restarts a failed learner worker group from its latest checkpoint before the run fails."""
-    final_eval: bool = True
-    """At the end, evaluate the aligned model against the base with the independent evaluator (report.md)."""
 
-    @model_validator(mode="after")
-    def _divisible(self) -> ScheduleConfig:
-        if self.batch_size % self.num_learners:
-            raise ValueError(f"batch_size {self.batch_size} must be divisible by num_learners {self.num_learners}")
-        return self
+
+class CheckpointConfig(Section):
+    """Learner checkpoints of an alignment run (exact resume, docs/architecture.md)."""
+
+    interval: Annotated[int, Field(ge=1)] = 50
+    """Learner steps between checkpoints."""
+    keep: Annotated[int, Field(ge=1)] = 2
+    """Newest learner checkpoints kept in the run directory (older ones are deleted)."""
+    keep_queue_on_resume: bool = True
+    """Save the replay queue's contents in checkpoints; if false, queued groups count as dropped ('resume')."""
 
 
 class ClusterConfig(Section):
+    num_rollout_workers: Annotated[int, Field(ge=1)] = 1
+    """Rollout actors in the pool."""
+    num_learners: Annotated[int, Field(ge=1)] = 1
+    """Ray Train workers (DDP); schedule.batch_size is split evenly between them."""
     address: str | None = None
     """Ray address to join (HOST:6379, ray://HOST:10001, `auto`); None: RAY_ADDRESS if set, else a local Ray."""
     num_cpus: Annotated[int | None, Field(ge=1)] = None
@@ -463,6 +471,13 @@ class PretrainedConfig(Section):
 
 
 class LogConfig(Section):
+    """What a run shows and writes beside its metrics.jsonl: the live view, Ray's output, trackers, the final
+    report."""
+
+    live_view: bool = True
+    """Show the rich live view in the terminal (progress lines are printed instead when false or not a TTY)."""
+    final_eval: bool = True
+    """At the end, evaluate the aligned model against the base with the independent evaluator (report.md)."""
     verbose: bool = False
     """Show Ray's own output on the console as Ray prints it: Ray Train's INFO lines (per-report, checkpoint),
     worker log prefixes, every repeat. Off: Ray Train logs at WARNING, every line Ray streams goes to
@@ -510,10 +525,20 @@ class Config(Section):
     evaluator: EvaluatorConfig = EvaluatorConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    faults: FaultsConfig = FaultsConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
     cluster: ClusterConfig = ClusterConfig()
     experiment: ExperimentConfig = ExperimentConfig()
     pretrained: PretrainedConfig = PretrainedConfig()
     log: LogConfig = LogConfig()
+
+    @model_validator(mode="after")
+    def _learners_split_the_batch(self) -> Config:
+        if self.schedule.batch_size % self.cluster.num_learners:
+            raise ValueError(f"schedule.batch_size {self.schedule.batch_size} must be divisible by "
+                             f"cluster.num_learners {self.cluster.num_learners}")
+        return self
 
     @model_validator(mode="after")
     def _pretrained_fits(self) -> Config:
@@ -657,6 +682,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """A JSON/YAML-safe dict of the config (paths as strings), as stored in checkpoints and run dirs."""
     return cfg.model_dump(mode="json")
+
+
+MODEL_SECTIONS = ("data", "model", "diffusion")
+"""The sections that define a generator: what rebuilding one from its checkpoint reads."""
+
+
+def model_config(stored: dict[str, Any]) -> Config:
+    """The config a generator checkpoint stored, as far as it defines the model (the top-level keys and
+    MODEL_SECTIONS; the run's other sections at their defaults), so a model trained by a version whose training
+    sections had other keys still loads. Raises pydantic's ValidationError."""
+    return Config.model_validate({k: v for k, v in stored.items() if k in MODEL_SECTIONS or not isinstance(v, dict)})
 
 
 def with_absolute_paths(cfg: Config) -> Config:

@@ -13,7 +13,7 @@ The same round as the distributed trainer (`sopo_ray.algorithm`), step by step:
 It is what the hyperparameter sweeps and `sopo experiment` run (two runs fit on two cores), and a test checks
 that it trains the same pairs to the same weights as a deterministic one-worker Ray run. A run directory holds
 config.yaml, metrics.jsonl (the Ray trainer's record keys), checkpoint.pt (atomic, `--resume` continues), the
-newest `schedule.checkpoints_to_keep` checkpoints/step_*.pt, policy.pt and the final report.
+newest `checkpoint.keep` checkpoints/step_*.pt, policy.pt and the final report.
 """
 
 from __future__ import annotations
@@ -27,15 +27,7 @@ import yaml
 from rich.console import Console
 
 from sopo_ray import artifacts, memory, trackers
-from sopo_ray.algorithm import (
-    PolicyErrors,
-    calibrate_tau,
-    preference_batch,
-    sample_groups,
-    timed,
-    train_on_batch,
-    trainable,
-)
+from sopo_ray.algorithm import build_models, calibrate_tau, preference_batch, sample_groups, timed, train_on_batch
 from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
 from sopo_ray.config import Config, config_to_dict, with_absolute_paths
 from sopo_ray.console import make_console
@@ -47,7 +39,7 @@ from sopo_ray.distributed.summary import eval_record, print_summary
 from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.models.generator import generator_from_payload, save_generator
 from sopo_ray.models.text_encoder import load_text_cache
-from sopo_ray.objectives import pair_sources
+from sopo_ray.objectives import objective
 from sopo_ray.reward.oracle import rollout_reward
 from sopo_ray.tracking import MetricsWriter
 
@@ -65,12 +57,9 @@ class LocalTrainer:
     def __init__(self, cfg: Config, art: artifacts.Artifacts) -> None:
         self.cfg, self.art = cfg, art
         self.train = art.train
-        self.policy = generator_from_payload(art.base_payload).eval()
-        self.reference = generator_from_payload(art.base_payload).eval().requires_grad_(False)
+        self.models = build_models(cfg, art.base_payload)
+        self.policy, self.reference = self.models.policy, self.models.reference
         self.rollout = generator_from_payload(art.base_payload).eval().requires_grad_(False)
-        self.params = trainable(self.policy)
-        self.model = PolicyErrors(self.policy)
-        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.schedule.lr, weight_decay=cfg.schedule.weight_decay)
         self.reward = rollout_reward(cfg.reward.kind, art.reward_payload, self.train).eval()
         self.table = caption_table(self.train.motion_ids, self.train.captions)
         self.plan = SchedulePlan.from_config(cfg, len(self.table))
@@ -97,17 +86,16 @@ class LocalTrainer:
 
     def items(self, step: int) -> tuple[list[Any], list[int]]:
         """(groups or caption refs, staleness per item) of learner step `step`."""
-        name, b = self.cfg.objective.name, self.plan.batch_size
-        if name == "sft":
-            return CaptionSource(self.table, self.cfg.seed, b, 0, 1).next(step, self.version)[0], []
-        if name == "offline_dpo":
+        spec, b = objective(self.cfg.objective.name), self.plan.batch_size
+        if spec.source == "captions":
+            return CaptionSource(self.table, self.cfg.seed, b, 0, 1).next(step, self.version).items, []
+        if spec.source == "fixed_pairs":
             if self.pairs is None:   # sampled ONCE from the reference (version 0), never refreshed
-                n = min(self.cfg.schedule.offline_pairs, len(self.table))
+                n = min(self.cfg.objective.offline_pairs, len(self.table))
                 self.pairs = [g for s in range(0, n, b) for g in self._pair_batch(s, min(b, n - s))]
-            return FixedPairSource(self.pairs, self.cfg.seed, b, 0, 1).next(step, self.version)[0], []
+            return FixedPairSource(self.pairs, self.cfg.seed, b, 0, 1).next(step, self.version).items, []
         version = self.plan.required_version(step)
-        return self._groups(step, version, keep_best=pair_sources(name)[0] == "best_sample"), \
-            [self.version - version] * b
+        return self._groups(step, version, keep_best=spec.keeps_best), [self.version - version] * b
 
     def _pair_batch(self, start: int, size: int) -> list[Any]:
         if self.rollout_version != 0:
@@ -132,13 +120,14 @@ class LocalTrainer:
         batch = preference_batch(cfg.objective.name, items, self.train.features, self.train.lengths, staleness)
         timed(s, "collate", t)
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "learner", self.step, 0))
-        applied, metrics = train_on_batch(cfg, self.step, self.model, self.policy, self.reference, self.optimizer,
-                                          self.params, batch, gen, "cpu", self.tau, s)
+        m = self.models
+        applied, metrics = train_on_batch(cfg, self.step, m.model, m.policy, m.reference, m.optimizer, m.params,
+                                          batch, gen, "cpu", self.tau, s)
         if applied:
             self.step += 1
             self.health["nonfinite_in_row"] = 0
-            if self.step % cfg.schedule.sync_interval == 0:
-                self.version += 1
+            if self.plan.version_at(self.step) != self.version:
+                self.version = self.plan.version_at(self.step)
                 self.versions[self.version] = _state(self.policy)
                 oldest = self.plan.required_version(self.step)   # what later steps may still sample with
                 self.versions = {v: w for v, w in self.versions.items() if v >= oldest}
@@ -155,7 +144,7 @@ class LocalTrainer:
 
     def save(self, path: Path) -> None:
         """Atomically write everything a resumed run needs: weights, optimizer, counters, rollout versions."""
-        state = {"policy": _state(self.policy), "optimizer": self.optimizer.state_dict(),
+        state = {"policy": _state(self.policy), "optimizer": self.models.optimizer.state_dict(),
                  "versions": self.versions, "pairs": None if self.pairs is None else [g.to_state() for g in self.pairs]}
         save_checkpoint(path, "local_trainer", state, config_to_dict(self.cfg), self.train.data_id, step=self.step,
                         version=self.version, health=dict(self.health), tau=self.tau,
@@ -170,7 +159,7 @@ class LocalTrainer:
                                   f"is now {self.art.reference_id}; restore that base or start a new run")
         state = payload["state"]
         self.policy.load_state_dict(state["policy"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.models.optimizer.load_state_dict(state["optimizer"])
         self.versions = {int(v): w for v, w in state["versions"].items()}
         self.pairs = None if state["pairs"] is None else [RolloutGroup.from_state(g) for g in state["pairs"]]
         self.step, self.version = int(payload["step"]), int(payload["version"])
@@ -192,10 +181,10 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
                           "or choose another --output-dir")
     if resume and not ckpt.is_file():
         raise ConfigError(f"--resume {run_dir}: no {CHECKPOINT} there (a local run writes it every "
-                          "schedule.checkpoint_interval steps); start a new run instead")
+                          "checkpoint.interval steps); start a new run instead")
     trackers.check_available(cfg.log)
     memory.check_fits(cfg, memory.machine_memory(), "this machine", whole_run=False)
-    art = artifacts.resolve(cfg, console, need_evaluator=cfg.schedule.final_eval)
+    art = artifacts.resolve(cfg, console, need_evaluator=cfg.log.final_eval)
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     if cfg.deterministic:
@@ -215,14 +204,14 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
             while trainer.step < s.total_steps:
                 record = trainer.train_step()
                 log.log(record["step"], event="step", **{k: v for k, v in record.items() if k != "step"})
-                if trainer.health["nonfinite_in_row"] >= s.max_nonfinite_in_row:
+                if trainer.health["nonfinite_in_row"] >= (limit := cfg.faults.max_nonfinite_in_row):
                     trainer.save(ckpt)
-                    console.print(f"[red]error:[/] loss or gradient was NaN/inf in {s.max_nonfinite_in_row} steps in "
-                                  "a row; lower schedule.lr or check the reward model and data")
+                    console.print(f"[red]error:[/] loss or gradient was NaN/inf in {limit} steps in "
+                                  "a row; lower optimizer.lr or check the reward model and data")
                     return 1
-                if not record["skipped"] and trainer.step % s.checkpoint_interval == 0:
+                if not record["skipped"] and trainer.step % cfg.checkpoint.interval == 0:
                     trainer.save(ckpt)
-                    keep_snapshot(trainer, run_dir, s.checkpoints_to_keep)
+                    keep_snapshot(trainer, run_dir, cfg.checkpoint.keep)
                 if not record["skipped"] and trainer.step % LOG_EVERY == 0:
                     console.print(_progress_line(record, s.total_steps, time.time() - started), highlight=False)
         except KeyboardInterrupt:
@@ -236,7 +225,7 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
                                 aligned_from=art.reference_id, objective=cfg.objective.name, step=trainer.step,
                                 version=trainer.version)
         report = None
-        if s.final_eval:
+        if cfg.log.final_eval:
             from sopo_ray.distributed.report import evaluate_and_report
 
             report = evaluate_and_report(cfg, art, policy, run_dir, console)
@@ -248,7 +237,7 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
 
 def keep_snapshot(trainer: LocalTrainer, run_dir: Path, keep: int) -> None:
     """A copy of this step's checkpoint as checkpoints/step_<step>.pt, keeping the newest `keep` of them (as a Ray
-    run keeps `checkpoints_to_keep` learner checkpoints): what `sopo experiment` evaluates along the run."""
+    run keeps `checkpoint.keep` learner checkpoints): what `sopo experiment` evaluates along the run."""
     folder = run_dir / "checkpoints"
     trainer.save(folder / f"step_{trainer.step:08d}.pt")
     for old in sorted(folder.glob("step_*.pt"))[:-keep]:

@@ -92,7 +92,7 @@ def rollout_bytes(cfg: Config) -> int:
 def learner_bytes(cfg: Config) -> int:
     """Peak bytes of one learner step on one rank: policy forward with backward on x^w and x^l, reference forward."""
     m, s, frames = cfg.model, cfg.schedule, cfg.data.max_frames
-    pairs = max(1, s.batch_size // s.num_learners)
+    pairs = max(1, s.batch_size // cfg.cluster.num_learners)
     if m.kind == "mdm":
         tokens, seq, channels = math.ceil(frames / m.frames_per_token) + 1, frames, FEATURE_DIM
     else:
@@ -125,12 +125,12 @@ class Estimate:
 
     @classmethod
     def of(cls, cfg: Config) -> Estimate:
-        s = cfg.schedule
+        c = cfg.cluster
         online = cfg.objective.name in ("sopo", "online_dpo")
         rollout = rollout_bytes(cfg) if online or cfg.objective.name == "offline_dpo" else 0
-        learner, evaluation = learner_bytes(cfg), evaluation_bytes(cfg) if s.final_eval else 0
-        training = (s.num_rollout_workers * (PROCESS_BYTES + rollout)
-                    + s.num_learners * (PROCESS_BYTES + learner))
+        learner, evaluation = learner_bytes(cfg), evaluation_bytes(cfg) if cfg.log.final_eval else 0
+        training = (c.num_rollout_workers * (PROCESS_BYTES + rollout)
+                    + c.num_learners * (PROCESS_BYTES + learner))
         total = RAY_BYTES + PROCESS_BYTES + dataset_bytes(cfg) + max(training, PROCESS_BYTES + evaluation)
         return cls(rollout, learner, evaluation, total)
 
@@ -166,18 +166,18 @@ def check_fits(cfg: Config, memory: int, where: str, *, whole_run: bool) -> Esti
                 PROCESS_BYTES + est.rollout, memory, where,
                 "lower objective.k or schedule.rollout_batch_size (or data.max_frames/model size)")
     if PROCESS_BYTES + est.learner > memory:
-        _refuse(f"one learner step (schedule.batch_size={s.batch_size} pairs over {s.num_learners} learners, "
+        _refuse(f"one learner step (schedule.batch_size={s.batch_size} pairs over {cfg.cluster.num_learners} learners, "
                 f"data.max_frames={frames}, model.latent_dim={cfg.model.latent_dim} x {cfg.model.num_layers} layers)",
                 PROCESS_BYTES + est.learner, memory, where,
-                "lower schedule.batch_size or raise schedule.num_learners (or shrink data.max_frames/the model)")
+                "lower schedule.batch_size or raise cluster.num_learners (or shrink data.max_frames/the model)")
     if PROCESS_BYTES + est.evaluation > memory:
         _refuse(f"the final evaluation (evaluator.generate_batch_size={cfg.evaluator.generate_batch_size} motions at "
                 "once)", PROCESS_BYTES + est.evaluation, memory, where,
-                "lower evaluator.generate_batch_size (or set schedule.final_eval=false)")
+                "lower evaluator.generate_batch_size (or set log.final_eval=false)")
     if whole_run and est.total > memory:
-        _refuse(f"the whole run ({s.num_rollout_workers} rollout workers of {_gib(est.rollout)} per batch, "
-                f"{s.num_learners} learners of {_gib(est.learner)} per step, the dataset and Ray)", est.total,
-                memory, where, "lower schedule.num_rollout_workers/num_learners, objective.k or the batch sizes, "
+        _refuse(f"the whole run ({cfg.cluster.num_rollout_workers} rollout workers of {_gib(est.rollout)} per batch, "
+                f"{cfg.cluster.num_learners} learners of {_gib(est.learner)} per step, the dataset and Ray)", est.total,
+                memory, where, "lower cluster.num_rollout_workers/num_learners, objective.k or the batch sizes, "
                 "or run on a cluster (cluster.address)")
     return est
 

@@ -46,7 +46,7 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
 
 
 def flat_config(config: dict[str, Any]) -> dict[str, Any]:
-    """`{"schedule.lr": 1e-4, ...}`: one dotted key per field; lists and mappings as JSON text, None left out."""
+    """`{"optimizer.lr": 1e-4, ...}`: one dotted key per field; lists and mappings as JSON text, None left out."""
     out: dict[str, Any] = {}
     for section, fields in config.items():
         items = fields.items() if isinstance(fields, dict) else [(None, fields)]

@@ -125,7 +125,7 @@ def test_paper_configs_hold_the_paper_settings():
     for cfg in (mdm, mld):
         assert cfg.data.source == "humanml3d"
         assert (cfg.objective.tau, cfg.objective.beta, cfg.objective.beta_w_c) == (0.45, 1.0, 2.0)
-        assert (cfg.schedule.lr, cfg.schedule.batch_size, cfg.diffusion.sample_steps) == (1e-5, 64, 50)
+        assert (cfg.optimizer.lr, cfg.schedule.batch_size, cfg.diffusion.sample_steps) == (1e-5, 64, 50)
         assert cfg.cluster.use_gpu is True
     assert mdm.diffusion.guidance_scale == 2.5
 

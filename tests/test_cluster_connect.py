@@ -163,9 +163,9 @@ def test_more_gpus_than_exist_is_refused(ray_cluster):
         check_resources(load_config(None, ["cluster.use_gpu=true"]))
     with pytest.raises(ClusterError, match="asks for 3 GPUs"):
         check_resources(load_config(None, ["cluster.use_gpu=true", "cluster.rollout_gpus=1",
-                                           "schedule.num_rollout_workers=2"]))
+                                           "cluster.num_rollout_workers=2"]))
     with pytest.raises(ClusterError, match=r"rollout workers do not fit .* CPU"):
-        check_resources(load_config(None, ["cluster.use_gpu=false", f"schedule.num_rollout_workers={cpus + 1}"]))
+        check_resources(load_config(None, ["cluster.use_gpu=false", f"cluster.num_rollout_workers={cpus + 1}"]))
     with pytest.raises(ClusterError, match="no node advertises it"):
         check_resources(load_config(None, ["cluster.use_gpu=false", "cluster.rollout_resource=rollout"]))
     plan = check_resources(load_config(None, ["cluster.use_gpu=false", "cluster.rollout_cpus=0.5"]))

@@ -41,6 +41,33 @@ def test_unknown_key_names_key_file_and_allowed(tmp_path):
     assert "\n" not in msg
 
 
+MOVED = {"lr": "optimizer.lr", "warmup_steps": "optimizer.warmup_steps", "grad_clip": "optimizer.grad_clip",
+         "weight_decay": "optimizer.weight_decay", "sync_timeout_s": "faults.sync_timeout_s",
+         "max_nonfinite_in_row": "faults.max_nonfinite_in_row",
+         "max_worker_replacements": "faults.max_worker_replacements",
+         "max_learner_failures": "faults.max_learner_failures", "checkpoint_interval": "checkpoint.interval",
+         "checkpoints_to_keep": "checkpoint.keep", "keep_queue_on_resume": "checkpoint.keep_queue_on_resume",
+         "num_rollout_workers": "cluster.num_rollout_workers", "num_learners": "cluster.num_learners",
+         "offline_pairs": "objective.offline_pairs", "live_view": "log.live_view", "final_eval": "log.final_eval"}
+"""Keys that left the schedule section for the section of their concern."""
+
+
+@pytest.mark.parametrize("old,new", sorted(MOVED.items()))
+def test_keys_that_left_the_schedule_section_are_unknown_there(old, new, tmp_path):
+    """A config written for the 24-key schedule section fails like any unknown key (YAML and --set alike), and the
+    key's new home takes the value."""
+    value = load_config(None, [f"{new}=1"])
+    path = tmp_path / "old.yaml"
+    path.write_text(f"schedule:\n  {old}: 1\n")
+    for args in ((path, None), (None, [f"schedule.{old}=1"])):
+        with pytest.raises(ConfigError) as err:
+            load_config(*args)
+        msg = str(err.value)
+        assert f"unknown config key 'schedule.{old}'" in msg and "allowed keys here: batch_size, max_staleness" in msg
+    section, key = new.split(".")
+    assert getattr(getattr(value, section), key) == 1
+
+
 def test_wrong_type_and_literal_errors():
     with pytest.raises(ConfigError, match="schedule.total_steps"):
         load_config(None, ["schedule.total_steps=many"])
@@ -72,11 +99,12 @@ def test_with_overrides_is_a_validated_copy():
 
 
 def test_a_config_extends_another_section_by_section(tmp_path):
-    (tmp_path / "base.yaml").write_text("name: base\nschedule:\n  total_steps: 7\n  lr: 0.002\nobjective:\n  k: 3\n")
-    (tmp_path / "mid.yaml").write_text("extends: base.yaml\nschedule:\n  lr: 0.003\n")
+    (tmp_path / "base.yaml").write_text("name: base\nschedule:\n  total_steps: 7\noptimizer:\n  lr: 0.002\n"
+                                        "objective:\n  k: 3\n")
+    (tmp_path / "mid.yaml").write_text("extends: base.yaml\noptimizer:\n  lr: 0.003\n")
     (tmp_path / "top.yaml").write_text("extends: mid.yaml\nname: top\n")
     cfg = load_config(tmp_path / "top.yaml", ["objective.k=5"])
-    assert cfg.name == "top" and cfg.schedule.total_steps == 7 and cfg.schedule.lr == 0.003
+    assert cfg.name == "top" and cfg.schedule.total_steps == 7 and cfg.optimizer.lr == 0.003
     assert cfg.objective.k == 5                                       # --set still wins
     shipped = load_config(REPO / "configs" / "compare_smoke.yaml")
     smoke = load_config(REPO / "configs" / "smoke.yaml")

@@ -44,8 +44,8 @@ try:
     cfg = load_config("configs/smoke.yaml", [
         f"workdir={workdir}", f"data.root={workdir}/data", f"cluster.address={cluster.address}",
         "cluster.rollout_resource=rollout", "cluster.learner_resource=learner", "cluster.autoscale=true",
-        "schedule.num_rollout_workers=2",
-        "schedule.total_steps=40", "schedule.final_eval=false"])
+        "cluster.num_rollout_workers=2",
+        "schedule.total_steps=40", "log.final_eval=false"])
     driver = Driver(cfg, run_dir, worker_cls=PacedWorker)
     result = {}
     thread = threading.Thread(target=lambda: result.update(code=driver.run()), daemon=True)

@@ -36,7 +36,7 @@ def test_hung_worker_dead_worker_and_dead_queue_are_survived(ray_cluster, smoke_
     run_dir = tmp_path / "run"
     cfg = load_config(REPO / "configs" / "smoke.yaml", [
         f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.total_steps=12",
-        "schedule.sync_timeout_s=8", "schedule.final_eval=false"])
+        "faults.sync_timeout_s=8", "log.final_eval=false"])
     driver = Driver(cfg, run_dir, worker_cls=SleepyWorker)
     injected: list[str] = []
 
@@ -52,7 +52,7 @@ def test_hung_worker_dead_worker_and_dead_queue_are_survived(ray_cluster, smoke_
                 injected.append("worker")
             time.sleep(0.2)
         while time.time() < deadline and len(injected) < 2:
-            if max(steps(), default=0) >= 6 and driver.mirror is not None:
+            if max(steps(), default=0) >= 6 and driver.pipeline is not None and driver.pipeline.mirror is not None:
                 ray.kill(driver.queue, no_restart=False)
                 injected.append("queue")
             time.sleep(0.2)
@@ -77,8 +77,8 @@ def test_nonfinite_loss_is_skipped_counted_and_stops_the_run(ray_cluster, smoke_
     are skipped and counted, and after 2 in a row the run stops with a checkpoint and a clear message (exit 1)."""
     run_dir = tmp_path / "run"
     cfg = load_config(REPO / "configs" / "smoke.yaml", [
-        f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.lr=1e30", "schedule.warmup_steps=1",
-        "schedule.grad_clip=0", "schedule.max_nonfinite_in_row=2", "schedule.final_eval=false"])
+        f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "optimizer.lr=1e30", "optimizer.warmup_steps=1",
+        "optimizer.grad_clip=0", "faults.max_nonfinite_in_row=2", "log.final_eval=false"])
     assert Driver(cfg, run_dir).run() == 1
     records = list(read_metrics(run_dir / "metrics.jsonl"))
     steps = [r for r in records if r.get("event") == "step"]
@@ -103,8 +103,8 @@ def test_nonfinite_rewards_in_a_row_stop_the_run(ray_cluster, smoke_workdir, tmp
 
     run_dir = tmp_path / "run"
     cfg = load_config(REPO / "configs" / "smoke.yaml", [
-        f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.max_nonfinite_in_row=2",
-        "schedule.final_eval=false"])
+        f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "faults.max_nonfinite_in_row=2",
+        "log.final_eval=false"])
     assert Driver(cfg, run_dir, worker_cls=NaNRewardWorker).run() == 1
     records = list(read_metrics(run_dir / "metrics.jsonl"))
     assert not [r for r in records if r.get("event") == "step"]
@@ -159,7 +159,7 @@ def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, 
     run_dir = tmp_path / "run"
     cfg = load_config(REPO / "configs" / "smoke.yaml", [
         f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.total_steps=14",
-        f"schedule.checkpoint_interval={interval}", "schedule.final_eval=false", f"cluster.storage_path=file://{tmp_path}/bucket"])
+        f"checkpoint.interval={interval}", "log.final_eval=false", f"cluster.storage_path=file://{tmp_path}/bucket"])
     killed: list[tuple[int, list[int]]] = []
 
     def kill_learner() -> None:
@@ -184,8 +184,8 @@ def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, 
     restart = next(i for i, r in enumerate(records) if r["health/learner_restarts"] == 1)
     assert all(r["health/learner_restarts"] == 1 for r in records[restart:])
     restored = steps[restart] - 1                                                    # the checkpoint it came back from
-    assert restored >= seen_at_kill - cfg.schedule.checkpoint_interval               # back <= one checkpoint interval
-    assert restored % cfg.schedule.checkpoint_interval == 0 and restored <= max(steps[:restart])
+    assert restored >= seen_at_kill - cfg.checkpoint.interval               # back <= one checkpoint interval
+    assert restored % cfg.checkpoint.interval == 0 and restored <= max(steps[:restart])
     assert steps[-1] == cfg.schedule.total_steps and sorted(set(steps)) == list(range(1, 15))
     assert all(r["version"] == r["step"] // cfg.schedule.sync_interval for r in records)
     assert records[-1]["health/learner_restarts"] == 1

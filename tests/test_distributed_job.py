@@ -75,7 +75,7 @@ def test_ray_job_submit_runs_the_smoke_config(local_head, smoke_workdir, tmp_pat
            "--runtime-env-json", json.dumps(job_runtime_env()), "--",
            sys.executable, "-m", "sopo_ray.run", "--config", "configs/smoke.yaml",
            "--set", f"workdir={smoke_workdir}", "--set", f"data.root={smoke_workdir}/data",
-           "--set", "schedule.final_eval=false", "--output-dir", str(run_dir)]
+           "--set", "log.final_eval=false", "--output-dir", str(run_dir)]
     deadline = time.time() + 120
     while True:  # the head answers HTTP before its job agent is up: Ray asks to retry in that window
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)

@@ -23,7 +23,7 @@ try:
     rollout_node = cluster.add_node(num_cpus=1, resources={"rollout": 1}, object_store_memory=200 * 2**20)
     cfg = load_config("configs/smoke.yaml", [f"workdir={workdir}", f"data.root={workdir}/data",
                       f"cluster.address={cluster.address}", "cluster.rollout_resource=rollout",
-                      "schedule.final_eval=false"])
+                      "log.final_eval=false"])
     code = Driver(cfg, run_dir).run()
     pipeline = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "pipeline"]
     nodes = sorted({n for r in pipeline for n in r.get("rollout/nodes", [])})

@@ -30,7 +30,7 @@ def smoke_cfg(workdir: Path, *extra: str):
     """Deterministic smoke config; 16 steps so a stop after step 2 lands well before the end."""
     return load_config(REPO / "configs" / "smoke.yaml",
                        [f"workdir={workdir}", f"data.root={workdir}/data", "deterministic=true",
-                        "schedule.total_steps=16", "schedule.checkpoint_interval=5", *extra])
+                        "schedule.total_steps=16", "checkpoint.interval=5", *extra])
 
 
 def latest_checkpoint(run_dir: Path) -> Path:
@@ -107,7 +107,7 @@ def test_sigint_stop_then_resume_twice_matches_the_uninterrupted_run(full_run, s
             return super().generate(caption_indices, version, positions, ticket)
 
     run_dir = tmp_path / "run"
-    cfg = smoke_cfg(smoke_workdir, "schedule.final_eval=false")
+    cfg = smoke_cfg(smoke_workdir, "log.final_eval=false")
     stops: list[int] = []
     for _ in range(2):   # stopped twice, resumed twice
         interrupt_at(run_dir, stops[-1] + 3 if stops else 2)
@@ -139,7 +139,7 @@ def test_the_local_loop_trains_the_same_pairs_to_the_same_weights_as_a_ray_run(f
     from sopo_ray.local_loop import CHECKPOINT, align_local
 
     run_dir = tmp_path / "local"
-    assert align_local(smoke_cfg(smoke_workdir, "schedule.final_eval=false"), run_dir) == 0
+    assert align_local(smoke_cfg(smoke_workdir, "log.final_eval=false"), run_dir) == 0
     local, ray_run = step_records(run_dir), step_records(full_run)
     assert [r["step"] for r in local] == [r["step"] for r in ray_run]
     assert [r["version"] for r in local] == [r["version"] for r in ray_run]

@@ -25,8 +25,8 @@ def test_run_config_keeps_curve_checkpoints_and_skips_per_run_eval(tmp_path: Pat
     cfg = load_config(CONFIG, ["schedule.total_steps=40", "experiment.curve_points=4"])
     rcfg = run_config(base_config(cfg, "mld"), "online_dpo", tmp_path / "r")
     assert rcfg.model.kind == "mld" and rcfg.objective.name == "online_dpo"
-    assert rcfg.schedule.checkpoint_interval == 10 and rcfg.schedule.checkpoints_to_keep == 5
-    assert rcfg.schedule.final_eval is False and rcfg.output_dir == tmp_path / "r"
+    assert rcfg.checkpoint.interval == 10 and rcfg.checkpoint.keep == 5
+    assert rcfg.log.final_eval is False and rcfg.output_dir == tmp_path / "r"
 
 
 def test_alignment_cost_counts_rollout_only_for_online_methods() -> None:

@@ -11,11 +11,9 @@ from released_layouts import mdm_state, write_humanml3d, write_t2m, write_tmr
 from tiny_hf_models import write_tiny_clip, write_tiny_distilbert
 
 from sopo_ray import artifacts
+from sopo_ray.algorithm import PolicyErrors, preference_batch, preference_terms, sample_groups
 from sopo_ray.config import load_config, with_absolute_paths
 from sopo_ray.distributed.group import caption_table
-from sopo_ray.distributed.learner import PolicyErrors, preference_terms
-from sopo_ray.distributed.rollout import sample_groups
-from sopo_ray.distributed.sources import collate
 from sopo_ray.evaluation.evaluator import load_evaluator
 from sopo_ray.evaluation.protocol import evaluate_generator
 from sopo_ray.models.generator import generator_from_payload
@@ -91,11 +89,11 @@ def test_rollout_learner_and_evaluation_run_on_the_imports(cfg):
                            steps=2, guidance=2.5, run_seed=0, keep_best=False)
     assert [g.x_l.shape[0] for g in groups] == [int(art.train.lengths[r.motion_index]) for r in table[:4]]
     assert all(((g.rewards >= 0) & (g.rewards <= 1)).all() and np.isfinite(g.sims_w).all() for g in groups)
-    batch = collate("sopo", groups, art.train.features, art.train.lengths)
+    batch = preference_batch("sopo", groups, art.train.features, art.train.lengths)
     policy.requires_grad_(False).denoiser.requires_grad_(True)
     terms = preference_terms(cfg, PolicyErrors(policy), policy, reference, batch, torch.Generator().manual_seed(0),
                              "cpu")
-    loss, _ = objective_loss(cfg.objective, terms, 1.0)
+    loss, _ = objective_loss(cfg.objective, terms, 1.0, policy.num_timesteps)
     loss.backward()
     assert torch.isfinite(loss) and policy.denoiser.embed_text.weight.grad.abs().sum() > 0
     evaluator = load_evaluator(art.evaluator_path, art.test.data_id)
@@ -134,5 +132,6 @@ def test_the_documented_commands_import_score_and_evaluate(cfg, files, tmp_path,
     out = tmp_path / "table.json"
     assert main(["evaluate", *sets, "--checkpoint", str(base), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["evaluator"] == str(artifacts.evaluator_path(cfg)) and set(report["rows"]) == {"Real", str(base)}
-    assert report["rows"]["Real"]["R@3"]["mean"] == 1.0  # a pool of 3 always holds the true motion in its top 3
+    rows = report["splits"]["test"]["rows"]
+    assert report["evaluator"] == str(artifacts.evaluator_path(cfg)) and set(rows) == {"Real", str(base)}
+    assert rows["Real"]["R@3"]["mean"] == 1.0  # a pool of 3 always holds the true motion in its top 3

@@ -208,9 +208,9 @@ def test_a_run_redirected_to_a_file_reads_as_a_log(smoke_workdir, tmp_path):
     ray_log = (run_dir / "logs" / "ray.log").read_text()
     assert "Reporting training result 2: TrainingReport(" in ray_log and "(RayTrainWorker pid=" in ray_log
     # One complete progress line per update, the last one at the end of training.
-    progress = [line for line in lines if re.match(r"\[\d+s\] step \d+/6 ", line)]
+    progress = [line for line in lines if re.match(r"\[[\dhms]+\] step \d+/6 ", line)]   # [42s], [1m05s]
     assert progress and all(" | queue " in line for line in progress)
-    assert re.match(r"\[\d+s\] step 6/6 v\d+ \| loss \d\.\d{3} ", progress[-1])
+    assert re.match(r"\[[\dhms]+\] step 6/6 v\d+ \| loss \d\.\d{3} ", progress[-1])
     # The results table: every metric with both models and the difference, numbers in full.
     # One table per held-out split, the in-distribution one first.
     rows = [line for line in lines if re.match(rf"│ \S+ [↑↓→]\s+│ {CELL} │ {CELL} │\s+[+-]{CELL} │$", line)]

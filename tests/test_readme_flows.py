@@ -41,7 +41,7 @@ def test_ctrl_c_then_the_printed_resume_command_continues_the_run(smoke_workdir,
         env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_USAGE_STATS_ENABLED": "0"}
         first = subprocess.Popen(
             [sys.executable, "-m", "sopo_ray.run", "--config", "configs/smoke.yaml",
-             "--set", "schedule.total_steps=30", "--set", "schedule.checkpoint_interval=3"],
+             "--set", "schedule.total_steps=30", "--set", "checkpoint.interval=3"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 300
         while step_count(tmp_path) < 4 and first.poll() is None and time.time() < deadline:

@@ -83,7 +83,7 @@ def test_every_seed_refuses_what_numpy_and_torch_cannot_take(key):
     (["data.min_frames=100", "data.max_frames=50"], "min_frames <= max_frames"),
     (["model.num_heads=3"], "divisible by num_heads (3)"),
     (["reward.num_heads=5"], "divisible by num_heads (5)"),
-    (["schedule.batch_size=10", "schedule.num_learners=3"], "divisible by num_learners 3"),
+    (["schedule.batch_size=10", "cluster.num_learners=3"], "divisible by cluster.num_learners 3"),
     (["evaluator.r_precision_pool=200"], "r_precision_pool <= num_captions"),
     (["cluster.rollout_cpus=1.5"], "a fraction in [0, 1] or a whole number"),
 ])

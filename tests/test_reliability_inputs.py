@@ -145,10 +145,10 @@ CASES = [
          ("asks for 1 GPUs", "the Ray cluster has 0", "set cluster.use_gpu=false"),
          runner="ray"),
     # Config values that passed validation and failed later, inside Ray (issue 18, items 4 and 5)
-    Case("lr-nan", "a NaN learning rate", ("align", "--set", "schedule.lr=nan", "--output-dir", "{out}"),
-         ("'nan'", "'schedule.lr'", "finite number", "e.g. schedule.lr=1.0e-05")),
-    Case("lr-negative", "a negative learning rate", ("align", "--set", "schedule.lr=-0.001", "--output-dir", "{out}"),
-         ("-0.001", "'schedule.lr'", "greater than 0", "e.g. schedule.lr=1.0e-05")),
+    Case("lr-nan", "a NaN learning rate", ("align", "--set", "optimizer.lr=nan", "--output-dir", "{out}"),
+         ("'nan'", "'optimizer.lr'", "finite number", "e.g. optimizer.lr=1.0e-05")),
+    Case("lr-negative", "a negative learning rate", ("align", "--set", "optimizer.lr=-0.001", "--output-dir", "{out}"),
+         ("-0.001", "'optimizer.lr'", "greater than 0", "e.g. optimizer.lr=1.0e-05")),
     Case("beta-negative", "a negative DPO temperature objective.beta",
          ("align", "--set", "objective.beta=-1", "--output-dir", "{out}"),
          ("'objective.beta'", "greater than 0", "e.g. objective.beta=1.0")),
@@ -163,7 +163,7 @@ CASES = [
          ("'diffusion'", "rollout_sample_steps (100) must be <= num_timesteps (50)")),
     Case("empty-dataset", "a synthetic dataset of zero motions", ("data", "build", "--set", "data.size=0",
                                                                 "--set", "data.root={out}/data"),
-         ("'data.size'", "greater than or equal to 3", "e.g. data.size=2400")),
+         ("'data.size'", "greater than or equal to 4", "e.g. data.size=3000")),
     Case("negative-seed", "a negative run seed", ("align", "--set", "seed=-1", "--output-dir", "{out}"),
          ("'seed'", "greater than or equal to 0", "e.g. seed=0")),
     # Sizes that cannot fit in memory (item 2)
@@ -370,7 +370,7 @@ def inputs(tmp_path_factory, tiny_dataset) -> Iterator[dict[str, str]]:
         save_checkpoint(workdir / "reward" / "reward.pt", "reward", reward_state, config_to_dict(cfg),
                         reward_data_id, arch=reward.arch)
         run_cfg = {"workdir": str(workdir), "torch_threads": 1, "data": data_yaml, **sizes,
-                   "schedule": {"final_eval": False, "live_view": False},
+                   "log": {"final_eval": False, "live_view": False},
                    "cluster": {"num_cpus": 1, "dashboard": False}}
         key = "tiny" if name == "matched" else name
         paths[f"{name}_workdir"] = workdir
@@ -387,7 +387,7 @@ def _run_dirs(tmp: Path, paths: dict[str, Path], data_id: str) -> dict[str, Path
     """Run directories in the states a user meets: failed before a checkpoint, checkpoints deleted, only checkpoint
     cut off, finished, and one a running driver holds."""
     run_cfg = yaml.safe_load(paths["tiny_yaml"].read_text())
-    run_cfg["schedule"] = {**run_cfg["schedule"], "total_steps": 3}
+    run_cfg["schedule"] = {"total_steps": 3}
     steps = "".join(json.dumps({"step": i, "event": "step", "loss/loss": 0.7}) + "\n" for i in (1, 2, 3))
     failed = json.dumps({"step": 0, "event": "run", "state": "failed", "message": "the learners failed"}) + "\n"
     gen_bytes = paths["generator_pt"].read_bytes()

@@ -62,18 +62,18 @@ def test_an_interrupted_dataset_build_leaves_no_half_written_folder(tmp_path, mo
 @pytest.mark.ray
 def test_every_learner_failure_ray_train_reports_counts_as_a_restart(ray_cluster):
     """A learner group that fails before its learners register still counts: the restarted learners report 1."""
+    from sopo_ray.distributed.control import RunControl
     from sopo_ray.distributed.learner import CountLearnerFailures
-    from sopo_ray.distributed.weights import WeightStore
 
-    store = ray_cluster.remote(WeightStore).options(num_cpus=0).remote(2)
-    failures = CountLearnerFailures(store)
+    control = ray_cluster.remote(RunControl).options(num_cpus=0).remote(0.5, 8)
+    failures = CountLearnerFailures(control)
     failures.after_exception(None, {0: RuntimeError("the placement group was removed")})   # before any start
-    assert ray_cluster.get(store.learner_started.remote(0)) == 1
-    assert ray_cluster.get(store.learner_started.remote(0)) == 1    # a start without a reported failure: the same
-    assert ray_cluster.get(store.learner_started.remote(0)) == 2    # ... until it is the third start of the rank
+    assert ray_cluster.get(control.learner_started.remote(0)) == 1
+    assert ray_cluster.get(control.learner_started.remote(0)) == 1    # a start without a reported failure: the same
+    assert ray_cluster.get(control.learner_started.remote(0)) == 2    # ... until it is the third start of the rank
     failures.after_exception(None, {0: RuntimeError("SIGKILL")})
-    assert ray_cluster.get(store.status.remote())["learner_restarts"] == 2
-    ray_cluster.kill(store)
+    assert ray_cluster.get(control.status.remote())["learner_restarts"] == 2
+    ray_cluster.kill(control)
 
 
 OTHER_RAY = """
@@ -146,7 +146,7 @@ def test_ctrl_c_in_an_endless_rollout_stops_promptly_and_resume_skips_a_corrupt_
     run_dir = tmp_path / "run"
     cfg = load_config(REPO / "configs" / "smoke.yaml",
                       [f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.total_steps=8",
-                       "schedule.checkpoint_interval=1", "schedule.final_eval=false", "schedule.live_view=false"])
+                       "checkpoint.interval=1", "log.final_eval=false", "log.live_view=false"])
     stopped_at: list[float] = []
 
     def ctrl_c_once_stalled() -> None:
@@ -161,7 +161,7 @@ def test_ctrl_c_in_an_endless_rollout_stops_promptly_and_resume_skips_a_corrupt_
 
     threading.Thread(target=ctrl_c_once_stalled, daemon=True).start()
     assert Driver(cfg, run_dir, worker_cls=EndlessWorker).run() == 128 + signal.SIGINT
-    # Without the stop grace the driver waited schedule.sync_timeout_s (120 s) for the endless batch.
+    # Without the stop grace the driver waited faults.sync_timeout_s (120 s) for the endless batch.
     assert stopped_at and time.time() - stopped_at[0] < 60
     points = RunStorage(run_dir).checkpoints(LEARNER_FILE)
     reached = _records(run_dir, "step")[-1]["step"]

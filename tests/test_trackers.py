@@ -43,7 +43,7 @@ def test_scalars_keep_the_metrics_jsonl_names_and_drop_what_is_not_a_number():
 
 
 def test_tensorboard_events_read_back_hold_every_metric_and_the_config(tmp_path):
-    cfg = load_config(None, ["log.tensorboard=true", "schedule.lr=3e-5", "name=tb"])
+    cfg = load_config(None, ["log.tensorboard=true", "optimizer.lr=3e-5", "name=tb"])
     with MetricsWriter(tmp_path / "metrics.jsonl", open_trackers(cfg, tmp_path, resume=False)) as writer:
         records_of_a_run(writer, range(1, 5))
     events = tensorboard_run(tmp_path / "tensorboard")
@@ -58,7 +58,7 @@ def test_tensorboard_events_read_back_hold_every_metric_and_the_config(tmp_path)
     content = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hparams = start.session_start_info.hparams
-    assert hparams["schedule.lr"].number_value == pytest.approx(3e-5)
+    assert hparams["optimizer.lr"].number_value == pytest.approx(3e-5)
     assert hparams["name"].string_value == "tb" and hparams["log.tensorboard"].number_value == 1.0
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert [m.name.tag for m in experiment.metric_infos] == list(HPARAM_METRICS)
@@ -124,7 +124,7 @@ def wandb_history(run_file: Path) -> list[dict]:
 
 def test_wandb_offline_run_holds_the_metrics_against_the_learner_step_and_the_config(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = load_config(None, ["log.wandb=true", "schedule.lr=3e-5"])
+    cfg = load_config(None, ["log.wandb=true", "optimizer.lr=3e-5"])
     trackers = open_trackers(cfg, tmp_path, resume=False)
     with MetricsWriter(tmp_path / "metrics.jsonl", trackers) as writer:
         records_of_a_run(writer, range(1, 4))
@@ -138,7 +138,7 @@ def test_wandb_offline_run_holds_the_metrics_against_the_learner_step_and_the_co
     assert not any("health/staleness" in row or "rollout/versions" in row for row in history)
     runs = [r.run for r in finished_wandb_records(run_files[0]) if r.WhichOneof("record_type") == "run"]
     config = {item.key: json.loads(item.value_json) for item in runs[0].config.update}
-    assert config["schedule"]["lr"] == pytest.approx(3e-5) and config["log"]["wandb_mode"] == "offline"
+    assert config["optimizer"]["lr"] == pytest.approx(3e-5) and config["log"]["wandb_mode"] == "offline"
     assert runs[0].run_id == (tmp_path / "wandb" / "run_id").read_text()
 
     resumed = open_trackers(cfg, tmp_path, resume=True, start_step=2)
@@ -147,9 +147,9 @@ def test_wandb_offline_run_holds_the_metrics_against_the_learner_step_and_the_co
 
 
 def test_flat_config_gives_one_dotted_key_per_field():
-    flat = flat_config({"name": "x", "output_dir": None, "schedule": {"lr": 1e-4, "live_view": True},
+    flat = flat_config({"name": "x", "output_dir": None, "optimizer": {"lr": 1e-4}, "log": {"live_view": True},
                         "experiment": {"bases": ["mdm"], "ablations": {"objective.k": [2, 4]}}})
-    assert flat == {"name": "x", "schedule.lr": 1e-4, "schedule.live_view": True, "experiment.bases": '["mdm"]',
+    assert flat == {"name": "x", "optimizer.lr": 1e-4, "log.live_view": True, "experiment.bases": '["mdm"]',
                     "experiment.ablations": '{"objective.k": [2, 4]}'}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from sopo_ray.cli import add_config_args, check_number, check_seed
-from sopo_ray.config import Config, load_config
+from sopo_ray.config import load_config, model_config
 from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.memory import check_generation_fits
 from sopo_ray.paths import check_output_file
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     payload = load_checkpoint(path, KINDS)
     gen = generator_from_payload(payload, path).eval()
     check_number("--steps", args.steps, low=1, high=gen.num_timesteps, example=str(gen.default_steps))
-    check_generation_fits(Config.model_validate(payload["config"]), count, "--num and the captions")
+    check_generation_fits(model_config(payload["config"]), count, "--num and the captions")
     length = args.length if args.length is not None else int(payload.get("length_median") or gen.max_frames)
     captions = [c for c in args.captions for _ in range(args.num)]
     seeds = [args.seed + i for i in range(len(captions))]

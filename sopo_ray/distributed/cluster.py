@@ -353,7 +353,7 @@ def check_resources(cfg: Config) -> dict[str, Any]:
     """
     cc = cfg.cluster
     use_gpu = resolve_use_gpu(cc)
-    learners, rollouts = cfg.schedule.num_learners, cfg.schedule.num_rollout_workers
+    learners, rollouts = cfg.cluster.num_learners, cfg.cluster.num_rollout_workers
     learner_bundle = _bundle(cc, "learner", use_gpu)
     rollout_bundle = _bundle(cc, "rollout", use_gpu)
     total = dict(ray.cluster_resources())
@@ -373,8 +373,8 @@ def check_resources(cfg: Config) -> dict[str, Any]:
         raise ClusterError(
             f"the run asks for {plan['gpus_requested']:g} GPUs ({learners} learners x "
             f"{learner_bundle.get('GPU', 0.0):g} + {rollouts} rollout workers x {rollout_bundle.get('GPU', 0.0):g}) "
-            f"but the Ray cluster has {plan['gpus_in_cluster']:g}; lower schedule.num_learners/"
-            f"schedule.num_rollout_workers/cluster.rollout_gpus, set cluster.use_gpu=false, or add GPU nodes "
+            f"but the Ray cluster has {plan['gpus_in_cluster']:g}; lower cluster.num_learners/"
+            f"cluster.num_rollout_workers/cluster.rollout_gpus, set cluster.use_gpu=false, or add GPU nodes "
             f"(cluster.autoscale=true on an autoscaling cluster)"
         )
     for role, custom in (("learner", cc.learner_resource), ("rollout", cc.rollout_resource)):
@@ -389,7 +389,7 @@ def check_resources(cfg: Config) -> dict[str, Any]:
     if placed_learners < learners:
         raise ClusterError(
             f"learners do not fit: {_shortfall([('learners', learners, learner_bundle)], total)}; lower "
-            f"schedule.num_learners or cluster.learner_cpus, or add nodes"
+            f"cluster.num_learners or cluster.learner_cpus, or add nodes"
         )
     placed_rollouts = _place(nodes, rollout_bundle, rollouts)
     parts = [("learners", learners, learner_bundle), ("rollout workers", rollouts, rollout_bundle)]
@@ -397,7 +397,7 @@ def check_resources(cfg: Config) -> dict[str, Any]:
         raise ClusterError(
             f"rollout workers do not fit next to {learners} learners: only {placed_rollouts} of {rollouts} "
             f"({_shortfall(parts, total)}); lower "
-            f"schedule.num_rollout_workers or cluster.rollout_cpus/rollout_gpus, add nodes, or set "
+            f"cluster.num_rollout_workers or cluster.rollout_cpus/rollout_gpus, add nodes, or set "
             f"cluster.autoscale=true on an autoscaling cluster"
         )
     plan["rollout_capacity"] = placed_rollouts

@@ -3,9 +3,9 @@
 
 Records (JSONL, one per line, `event` says which kind):
 - `step`: one per learner step, from the learner (loss/*, reward/*, timing/*, health/staleness, idle fractions);
-- `pipeline`: every `PIPELINE_EVERY_S` seconds, from the replay queue and the rollout workers (queue/*, rollout/*,
-  health/*): queue depth, age, groups/s in and out, counters by drop reason, rollout idle fraction by
-  back-pressure reason, the staleness histogram of trained pairs, and fault counters.
+- `pipeline`: every `PIPELINE_EVERY_S` seconds, from the replay queue's stats and the rollout workers' reports to
+  the RunControl (queue/*, rollout/*, health/*): queue depth, age, groups/s in and out, counters by drop reason,
+  rollout idle fraction by back-pressure reason, the staleness histogram of trained pairs, and fault counters.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ PIPELINE_EVERY_S = 2.0
 LINE_EVERY_S = 10.0  # progress lines off a terminal
 
 
-def pipeline_record(stats: dict[str, Any], faults: dict[str, int]) -> dict[str, Any]:
-    """A `pipeline` record from the replay queue's `stats()` and the driver's fault counters."""
-    workers = stats.get("workers", {})
+def pipeline_record(stats: dict[str, Any], rollout: dict[str, Any], faults: dict[str, int]) -> dict[str, Any]:
+    """A `pipeline` record from the replay queue's `stats()`, the RunControl's `rollout()` and the driver's fault
+    counters."""
+    workers = rollout["workers"]
     idle = [w.get("idle_frac", 0.0) for w in workers.values() if "idle_frac" in w]
     blocked = {}
     for w in workers.values():
@@ -39,9 +40,9 @@ def pipeline_record(stats: dict[str, Any], faults: dict[str, int]) -> dict[str, 
         "queue/generated": stats["generated"], "queue/consumed": stats["consumed"],
         "queue/accounting_ok": stats["accounting_ok"], "queue/blocked": stats["blocked"],
         **{f"queue/dropped_{k}": v for k, v in stats["dropped"].items()},
-        "rollout/groups_per_s": stats["in_per_s"], "rollout/reward_l": stats["reward_l_mean"],
-        "rollout/reward_mean": stats["reward_mean"], "rollout/reward_best": stats["reward_best_mean"],
-        "rollout/frac_below_tau": stats["frac_below_tau"], "rollout/workers": len(workers),
+        "rollout/groups_per_s": stats["in_per_s"], "rollout/reward_l": rollout["reward_l_mean"],
+        "rollout/reward_mean": rollout["reward_mean"], "rollout/reward_best": rollout["reward_best_mean"],
+        "rollout/frac_below_tau": rollout["frac_below_tau"], "rollout/workers": len(workers),
         "rollout/versions": sorted({w.get("version", -1) for w in workers.values()}),
         "rollout/nodes": sorted({w["node"] for w in workers.values() if "node" in w}),
         "health/rollout_idle_frac": sum(idle) / len(idle) if idle else None,

@@ -6,10 +6,10 @@ nothing behind:
 - paths: the run directory, `cluster.storage_path`, `data.root` and `workdir` (where missing artifacts will be
   built) must be folders this user can create or write (`sopo_ray.paths`);
 - a new run needs a folder that holds no earlier run (`check_new_run`);
-- a resumed run continues from the newest checkpoint that loads (`newest_loadable`): a newer one cut off by a crash
-  or corrupted on disk is skipped for the complete one before it, as the learners do; a run whose checkpoints were
-  deleted after steps were logged is refused instead of retrained from step 0 into the old metrics, and a run
-  that already finished is refused instead of evaluated again (`find_resume_point`);
+- a resumed run continues from the newest checkpoint that loads (`resume.newest_loadable`): a newer one cut off by
+  a crash or corrupted on disk is skipped for the complete one before it, as the learners do; a run whose
+  checkpoints were deleted after steps were logged is refused instead of retrained from step 0 into the old
+  metrics, and a run that already finished is refused instead of evaluated again (`find_resume_point`);
 - the memory estimate of `memory.py` must fit this machine when the run starts a local Ray.
 
 `hold` keeps a second driver out of a run directory that a running driver uses.
@@ -21,62 +21,19 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sopo_ray import artifacts, memory
-from sopo_ray.checkpoint import load_checkpoint
 from sopo_ray.config import Config
 from sopo_ray.distributed import cluster
-from sopo_ray.distributed.learner import LEARNER_FILE, PIPELINE_FILE
-from sopo_ray.distributed.storage import RunStorage, local_copy
+from sopo_ray.distributed.resume import LEARNER_FILE, ResumePoint, newest_loadable
+from sopo_ray.distributed.storage import RunStorage
 from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.paths import check_data_root, check_output_dir, check_output_file
 from sopo_ray.tracking import read_metrics
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "policy.pt", "report.md")
 """Files every run writes into its directory; any of them marks the folder as an earlier run's."""
-
-
-@dataclass
-class ResumePoint:
-    """The newest checkpoint of a run that loads (`folder` None: there is none; start from the base model)."""
-
-    folder: str | None = None
-    learner: dict[str, Any] | None = None
-    """The checkpoint's learner.pt payload (policy, optimizer, step, version, health, reference)."""
-    pipeline: dict[str, Any] | None = None
-    """Its pipeline.pt state (replay queue snapshot, groups, versions), when asked for and present."""
-    skipped: list[str] = field(default_factory=list)
-    """Newer checkpoints that could not be read, each as `<file>: <why>`."""
-
-    @property
-    def step(self) -> int:
-        return int(self.learner["step"]) if self.learner else 0
-
-
-def newest_loadable(storage: RunStorage, data_id: str | None = None, with_queue: bool = False) -> ResumePoint:
-    """The newest checkpoint whose learner.pt loads, skipping unreadable ones as the learners do (`with_queue`: with
-    its pipeline.pt, which must then load too, since the learners continue from that folder)."""
-    point = ResumePoint()
-    for _, folder in reversed(storage.checkpoints(LEARNER_FILE)):
-        with local_copy(folder) as local:
-            try:
-                point.learner = load_checkpoint(local / LEARNER_FILE, "trainer", data_id)
-            except CheckpointError as exc:
-                point.skipped.append(str(exc).split("; ")[0].removeprefix("checkpoint "))
-                continue
-            point.folder = folder
-            if with_queue and (local / PIPELINE_FILE).is_file():
-                try:
-                    point.pipeline = load_checkpoint(local / PIPELINE_FILE, "pipeline", data_id)["state"]
-                except CheckpointError as exc:
-                    raise CheckpointError(f"{str(exc).split('; ')[0]}, but the learners would continue from its "
-                                          f"{LEARNER_FILE}; delete the folder {folder} to resume from the checkpoint "
-                                          "before it") from None
-        break
-    return point
 
 
 def logged_steps(run_dir: Path) -> int:
@@ -98,7 +55,7 @@ def check_paths(cfg: Config, run_dir: Path, storage: RunStorage) -> None:
         raise ConfigError(f"workdir {workdir} is a file, not a folder; set workdir to the folder that caches the "
                           "base model, reward model and evaluator (e.g. artifacts)")
     wanted = [artifacts.base_path(cfg), artifacts.reward_path(cfg)]
-    wanted += [artifacts.evaluator_path(cfg)] if cfg.schedule.final_eval else []
+    wanted += [artifacts.evaluator_path(cfg)] if cfg.log.final_eval else []
     for path in wanted:
         if not path.is_file():
             check_output_file(path, "workdir")
@@ -130,7 +87,7 @@ def find_resume_point(cfg: Config, run_dir: Path, storage: RunStorage, with_queu
                               "holds no checkpoint (learner-*/ deleted or moved?); restore the learner-*/ folders, "
                               "or start a new run with another --output-dir")
     s = cfg.schedule
-    outputs = ["policy.pt", *(["report.md"] if s.final_eval else [])]
+    outputs = ["policy.pt", *(["report.md"] if cfg.log.final_eval else [])]
     if point.folder is not None and point.step >= s.total_steps and all((run_dir / f).is_file() for f in outputs):
         raise ConfigError(f"--resume {run_dir}: the run already finished (step {point.step} of "
                           f"schedule.total_steps={s.total_steps}, {' and '.join(outputs)} written); to train on, "

@@ -2,7 +2,7 @@
 
 Nothing in the trainer carries an RNG state from step to step: each draw takes a fresh generator seeded by a
 stable hash of (run seed, purpose, indices). Rollout noise for sample k of caption c under policy version v is
-`sample_seed(run_seed, c, k, v)`; the learner's timesteps, diffusion noise and dropout at step s on rank r are
+`sample_seeds(run_seed, c, K, v)[k]`; the learner's timesteps, diffusion noise and dropout at step s on rank r are
 `derive_seed(run_seed, "learner", s, r)`. Resuming a run therefore needs only the counters (step, version,
 caption-stream position), and two runs with one seed draw the same numbers whatever the timing.
 """
@@ -36,3 +36,10 @@ def caption_order(run_seed: int, num_captions: int, epoch: int) -> np.ndarray:
     order = rng.permutation(num_captions).astype(np.int64)
     order.flags.writeable = False
     return order
+
+
+def stream_captions(run_seed: int, num_captions: int, start: int, size: int) -> list[int]:
+    """Caption indices at positions [start, start + size) of the caption stream: epoch p // num_captions of
+    `caption_order`, entry p % num_captions."""
+    n = num_captions
+    return [int(caption_order(run_seed, n, p // n)[p % n]) for p in range(start, start + size)]

@@ -1,20 +1,33 @@
-"""Where a learner step's pairs come from, per objective, and how they become tensors.
+"""Where a learner step's items come from, one source per `Objective.source` (objectives/registry.py):
 
-- `QueueSource` (sopo, online_dpo): groups from the replay queue, filtered for staleness by the queue.
-- `FixedPairSource` (offline_dpo): a pair set sampled once from the reference model, never refreshed.
-- `CaptionSource` (sft): captions of the train split; no rollouts at all.
-Each returns the rank's share of the step's `batch_size` items, deterministically where the run is;
-`algorithm.preference_batch` turns them into tensors with x^w and x^l chosen by `objectives.pair_sources(name)`.
+- `QueueSource` ("queue": sopo, online_dpo): groups from the replay queue, filtered for staleness by the queue.
+- `FixedPairSource` ("fixed_pairs": offline_dpo): a pair set sampled once from the reference model, never refreshed.
+- `CaptionSource` ("captions": sft): captions of the train split; no rollouts at all.
+Each returns the rank's share of the step's `batch_size` items as `StepItems`, deterministically where the run is;
+`algorithm.preference_batch` turns them into tensors.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 
 from sopo_ray.distributed.group import CaptionRef, RolloutGroup
-from sopo_ray.distributed.seeds import caption_order
+from sopo_ray.distributed.replay_queue import Status
+from sopo_ray.distributed.seeds import stream_captions
+
+
+@dataclass
+class StepItems:
+    """One learner rank's share of one step."""
+
+    items: list[RolloutGroup] | list[CaptionRef]
+    staleness: list[int] = field(default_factory=list)
+    """Per group: learner version minus the version that sampled it (empty without rollouts)."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Groups the queue dropped while this rank waited, by reason."""
 
 
 def rank_slice(step: int, batch_size: int, rank: int, world: int) -> tuple[int, int]:
@@ -24,23 +37,22 @@ def rank_slice(step: int, batch_size: int, rank: int, world: int) -> tuple[int, 
 
 
 class QueueSource:
-    """Groups from the replay queue for (step, version); returns None once the queue is closed."""
+    """Groups from the replay queue for (step, version); None once the queue is closed."""
 
     def __init__(self, queue: Any, batch_size: int, world: int, poll_s: float = 5.0) -> None:
         self.queue, self.n, self.poll_s = queue, batch_size // world, poll_s
 
-    def next(self, step: int, version: int) -> tuple[list[RolloutGroup], list[int], dict[str, int]] | None:
-        """(groups, staleness per group, drops seen while waiting), waiting as long as the queue stays open."""
+    def next(self, step: int, version: int) -> StepItems | None:
+        """This rank's groups, waiting as long as the queue stays open."""
         dropped: dict[str, int] = {}
         while True:
             reply = ray.get(self.queue.get_batch.remote(step, version, self.n, self.poll_s))
             for k, v in reply.dropped.items():
                 dropped[k] = dropped.get(k, 0) + v
-            if reply.status == "closed":
+            if reply.status is Status.CLOSED:
                 return None
-            if reply.status == "ok":
-                groups = ray.get(reply.groups)
-                return groups, [version - v for v in reply.versions], dropped
+            if reply.status is Status.OK:
+                return StepItems(ray.get(reply.refs), [version - v for v in reply.versions], dropped)
 
 
 class FixedPairSource:
@@ -49,11 +61,9 @@ class FixedPairSource:
     def __init__(self, pairs: list[RolloutGroup], seed: int, batch_size: int, rank: int, world: int) -> None:
         self.pairs, self.seed, self.batch_size, self.rank, self.world = pairs, seed, batch_size, rank, world
 
-    def next(self, step: int, version: int) -> tuple[list[RolloutGroup], list[int], dict[str, int]]:
+    def next(self, step: int, version: int) -> StepItems:
         start, n = rank_slice(step, self.batch_size, self.rank, self.world)
-        m = len(self.pairs)
-        picks = [int(caption_order(self.seed + 1, m, p // m)[p % m]) for p in range(start, start + n)]
-        return [self.pairs[i] for i in picks], [], {}
+        return StepItems([self.pairs[i] for i in stream_captions(self.seed + 1, len(self.pairs), start, n)])
 
 
 class CaptionSource:
@@ -62,7 +72,6 @@ class CaptionSource:
     def __init__(self, table: list[CaptionRef], seed: int, batch_size: int, rank: int, world: int) -> None:
         self.table, self.seed, self.batch_size, self.rank, self.world = table, seed, batch_size, rank, world
 
-    def next(self, step: int, version: int) -> tuple[list[CaptionRef], list[int], dict[str, int]]:
+    def next(self, step: int, version: int) -> StepItems:
         start, n = rank_slice(step, self.batch_size, self.rank, self.world)
-        m = len(self.table)
-        return [self.table[int(caption_order(self.seed, m, p // m)[p % m])] for p in range(start, start + n)], [], {}
+        return StepItems([self.table[i] for i in stream_captions(self.seed, len(self.table), start, n)])

@@ -1,14 +1,12 @@
-"""`WeightStore`: the learner's outbox (a Ray actor): versioned policy weights, step records and run status.
+"""`WeightStore`: versioned policy weights, from the learner to the rollout workers (a Ray actor).
 
 Weights travel one way, through the object store: learner rank 0 calls `publish(version, step, state)` with the
-state dict as numpy arrays; the store re-puts them so it owns the object (a learner that exits or restarts does not
-take the weights with it) and keeps the newest `keep` versions. Rollout workers ask for `latest()` or, in
-deterministic mode, an exact `get(version)` between batches, never during one. Every caller bounds its wait with
-`ray.get(..., timeout=schedule.sync_timeout_s)` (see `fetch_weights`); a publish or pull that does not answer in
-time is an error that names the actor, never a silent hang.
-
-The same actor carries the learner's per-step metric records (`report` / `drain`) and its final `status`, so the
-driver can show and log live progress while Ray Train's `fit()` is running.
+state dict as numpy arrays (and the driver publishes version 0, or the resumed versions); the store re-puts them
+so it owns the object (a learner that exits or restarts does not take the weights with it) and keeps the newest
+`keep` versions. Rollout workers ask for `latest()` or, in deterministic mode, an exact `get(version)` between
+batches, never during one, and fetch the tensors by the returned ref. Every caller bounds its wait with
+`faults.sync_timeout_s` (`call_with_timeout`); a publish or pull that does not answer in time is an error that
+names the actor, never a silent hang.
 """
 
 from __future__ import annotations
@@ -28,33 +26,30 @@ from sopo_ray.errors import ClusterError
 
 @dataclass
 class VersionInfo:
-    """A published policy version; `ref` is a one-element list holding the ObjectRef of the state dict."""
+    """A published policy version and the object ref of its numpy state dict (owned by the store)."""
 
     version: int
     step: int
     published_at: float
-    ref: list[Any]
+    ref: Any
 
 
 class WeightStore:
-    """Versioned weights + learner progress; run it as an async actor with num_cpus=0."""
+    """The newest `keep` policy versions; run it as an async actor with num_cpus=0."""
 
     def __init__(self, keep: int = 4) -> None:
         self._keep = max(1, keep)
         self._versions: dict[int, VersionInfo] = {}
         self._cond = asyncio.Condition()
-        self._records: list[dict[str, Any]] = []
-        self._status: dict[str, Any] = {"state": "running", "message": ""}
         self._republished = 0
-        self._starts: dict[int, int] = {}
-        self._failures = 0
 
     async def publish(self, version: int, step: int, state: dict[str, np.ndarray]) -> float:
-        """Store `state` as `version` (re-publishing a version, after a learner restart, replaces it)."""
+        """Store `state` as `version`. Re-publishing a version (a learner restarted from a checkpoint) replaces it
+        and forgets every newer one: those weights belong to the learner that died."""
         async with self._cond:
             if version in self._versions:
                 self._republished += 1
-            self._versions[version] = VersionInfo(version, step, time.time(), [ray.put(state)])
+            self._versions[version] = VersionInfo(version, step, time.time(), ray.put(state))
             for old in sorted(self._versions)[:-self._keep]:
                 del self._versions[old]
             for newer in [v for v in self._versions if v > version]:
@@ -75,44 +70,9 @@ class WeightStore:
                 return None
             return self._versions[version]
 
-    async def report(self, records: list[dict[str, Any]]) -> None:
-        """Append learner step records (plain dicts) for the driver to drain."""
-        self._records.extend(records)
-
-    async def drain(self) -> list[dict[str, Any]]:
-        """Return and forget the records reported since the last drain."""
-        records, self._records = self._records, []
-        return records
-
-    async def learner_started(self, rank: int) -> int:
-        """Count a start of learner `rank`; returns how many times Ray Train has restarted the learner group in this
-        run session: the failures it reported (`learner_failed`), or the earlier starts of this rank when more (a
-        group that failed before it could report)."""
-        self._starts[rank] = self._starts.get(rank, 0) + 1
-        return self._restarts()
-
-    async def learner_failed(self) -> None:
-        """Ray Train found a failed learner group (`learner.CountLearnerFailures`); it restarts it."""
-        self._failures += 1
-
-    def _restarts(self) -> int:
-        return max(self._failures, max(self._starts.values(), default=1) - 1)
-
-    async def set_status(self, state: str, message: str = "", **extra: Any) -> None:
-        """The learner's final word: 'done', 'stopped', 'failed' with a one-line message."""
-        self._status = {"state": state, "message": message, **extra}
-
-    async def request_stop(self, reason: str) -> bool:
-        """Ask the learners to stop after their current step (ignored once they have finished); True if taken."""
-        if self._status["state"] != "running":
-            return False
-        self._status = {"state": "stop_requested", "message": reason}
-        return True
-
-    async def status(self) -> dict[str, Any]:
-        """Status plus the versions held and how many were re-published."""
-        return {**self._status, "versions": sorted(self._versions), "republished": self._republished,
-                "learner_restarts": self._restarts()}
+    async def held(self) -> dict[str, Any]:
+        """The versions held and how many publishes replaced an existing version."""
+        return {"versions": sorted(self._versions), "republished": self._republished}
 
 
 def state_to_numpy(module: torch.nn.Module) -> dict[str, np.ndarray]:
@@ -131,12 +91,13 @@ def call_with_timeout(ref: Any, timeout_s: float, what: str) -> Any:
     try:
         return ray.get(ref, timeout=timeout_s)
     except GetTimeoutError:
-        raise ClusterError(f"{what} did not finish within {timeout_s:g} s (schedule.sync_timeout_s); the actor may "
-                           "be overloaded or dead: check `ray status`, or raise schedule.sync_timeout_s") from None
+        raise ClusterError(f"{what} did not finish within {timeout_s:g} s (faults.sync_timeout_s); the actor may "
+                           "be overloaded or dead: check `ray status`, or raise faults.sync_timeout_s") from None
 
 
-def fetch_weights(store: Any, version: int | None, timeout_s: float, who: str) -> tuple[int, dict[str, np.ndarray]]:
-    """(version, numpy state) of the newest version (`version` None) or exactly `version`, within `timeout_s`."""
+def find_version(store: Any, version: int | None, timeout_s: float, who: str) -> VersionInfo:
+    """The newest published version (`version` None) or exactly `version` (waiting for its publish), within
+    `timeout_s`; a ClusterError when the store holds none."""
     if version is None:
         info = call_with_timeout(store.latest.remote(), timeout_s, f"{who}: asking the weight store for weights")
     else:
@@ -146,5 +107,15 @@ def fetch_weights(store: Any, version: int | None, timeout_s: float, who: str) -
         wanted = "published version yet" if version is None else f"version {version}"
         raise ClusterError(f"{who}: the weight store holds no {wanted}; the learner has not published it (or it was "
                            "evicted): check the learner's log")
-    state = call_with_timeout(info.ref[0], timeout_s, f"{who}: fetching weights v{info.version}")
-    return info.version, state
+    return info
+
+
+def fetch_state(info: VersionInfo, timeout_s: float, who: str) -> dict[str, np.ndarray]:
+    """The numpy state dict of a located version."""
+    return call_with_timeout(info.ref, timeout_s, f"{who}: fetching weights v{info.version}")
+
+
+def fetch_weights(store: Any, version: int | None, timeout_s: float, who: str) -> tuple[int, dict[str, np.ndarray]]:
+    """(version, numpy state) of the newest version (`version` None) or exactly `version`, within `timeout_s`."""
+    info = find_version(store, version, timeout_s, who)
+    return info.version, fetch_state(info, timeout_s, who)

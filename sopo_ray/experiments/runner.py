@@ -71,9 +71,9 @@ def run_config(cfg: Config, method: str, run_dir: Path, extra: list[str] | None 
     points = max(cfg.experiment.curve_points, 1)
     interval = max(1, cfg.schedule.total_steps // points)
     return with_overrides(cfg, [
-        "schedule.final_eval=false", "schedule.live_view=false", f"output_dir={run_dir}",
-        f"name={cfg.name}-{cfg.model.kind}-{method}", f"schedule.checkpoint_interval={interval}",
-        f"schedule.checkpoints_to_keep={points + 1}", *([f"seed={seed}"] if seed is not None else [])])
+        "log.final_eval=false", "log.live_view=false", f"output_dir={run_dir}",
+        f"name={cfg.name}-{cfg.model.kind}-{method}", f"checkpoint.interval={interval}",
+        f"checkpoint.keep={points + 1}", *([f"seed={seed}"] if seed is not None else [])])
 
 
 class Experiment:
@@ -144,20 +144,13 @@ class Experiment:
         return done
 
     def _align_with_driver(self, cfg: Config, run_dir: Path) -> tuple[int, float]:
-        """One run through the distributed Driver in this process; (exit status, wall seconds)."""
-        import ray
-
+        """One run through the distributed Driver in this process (it closes its actors); (exit status, wall
+        seconds)."""
         from sopo_ray.distributed.driver import Driver
 
         self.console.rule(f"{cfg.model.kind} · {cfg.objective.name} · seed {cfg.seed} · {run_dir}")
         start = time.time()
-        driver = Driver(cfg, run_dir, console=self.console)
-        try:
-            status = driver.run()
-        finally:
-            for actor in (getattr(driver, "store", None), driver.queue):
-                if actor is not None:
-                    ray.kill(actor)
+        status = Driver(cfg, run_dir, console=self.console).run()
         return status, time.time() - start
 
     @staticmethod
@@ -167,7 +160,7 @@ class Experiment:
 
         if cfg.objective.name != "offline_dpo":
             return 0
-        return min(cfg.schedule.offline_pairs, len(caption_table(art.train.motion_ids, art.train.captions)))
+        return min(cfg.objective.offline_pairs, len(caption_table(art.train.motion_ids, art.train.captions)))
 
     def evaluate(self, cfg: Config, named: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Run evaluation jobs {name: job} (each cached in job['cache']) two at a time; returns {name: table}."""

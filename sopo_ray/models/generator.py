@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
-from sopo_ray.config import Config, config_to_dict
+from sopo_ray.config import Config, config_to_dict, model_config
 from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.models.denoiser import MotionDenoiser
 from sopo_ray.models.diffusion import GaussianDiffusion, seeded_normal
@@ -287,7 +287,7 @@ def generator_from_payload(payload: dict[str, Any], path: str | Path = "<memory>
     An MLD's VAE comes back frozen (requires_grad False): after pretraining only the denoiser trains.
     """
     try:
-        cfg = Config.model_validate(payload["config"])
+        cfg = model_config(payload["config"])
     except ValidationError as err:
         raise CheckpointError(f"checkpoint {path} has a config this version cannot read "
                               f"({err.errors()[0]['msg']}); retrain it with this version of sopo_ray") from None

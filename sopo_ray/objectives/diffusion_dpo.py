@@ -43,7 +43,7 @@ def diffusion_dpo_logit(diff_w: Tensor, diff_l: Tensor, beta: float, scale: floa
 
 def diffusion_dpo_loss(diff_w: Tensor, diff_l: Tensor, beta: float, scale: float) -> Tensor:
     """Per-sample Diffusion-DPO loss -log sigmoid(`diffusion_dpo_logit`) ([B]). This is the loss of both DPO
-    baselines; they differ only in where x^w and x^l come from (`sopo_ray.objectives.loss.pair_sources`)."""
+    baselines; they differ only in where x^w and x^l come from (`sopo_ray.objectives.registry`)."""
     return -F.logsigmoid(diffusion_dpo_logit(diff_w, diff_l, beta, scale))
 
 

@@ -1,14 +1,13 @@
 """The one interface the learner calls: `objective_loss(cfg, terms)` for SoPo and every baseline.
 
-The learner assembles `PreferenceTerms` from the samples `pair_sources(cfg.name)` names, with the model's masked
-denoising errors of policy and reference on x^w and x^l at the same t and noise, and gets back the mean loss and a
-dict of plain-float metrics (bare names; the learner logs them under `loss/`).
+The learner assembles `PreferenceTerms` from the samples `registry.objective(cfg.name)` names, with the model's
+masked denoising errors of policy and reference on x^w and x^l at the same t and noise, and gets back the mean loss
+and a dict of plain-float metrics (bare names; the learner logs them under `loss/`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,32 +16,11 @@ from torch import Tensor
 from sopo_ray.config import ObjectiveConfig
 from sopo_ray.objectives.baselines import sft_loss
 from sopo_ray.objectives.diffusion_dpo import diffusion_dpo_logit, dpo_difference, implicit_reward, pair_accuracy
+from sopo_ray.objectives.registry import objective
 from sopo_ray.objectives.sopo import below_tau, dpo_scale, sopo_logit
 
-PreferredSource = Literal["dataset", "best_sample", "offline_pair"]
-UnpreferredSource = Literal["worst_sample", "offline_pair"]
-
-_SOURCES: dict[str, tuple[PreferredSource, UnpreferredSource | None]] = {
-    "sopo": ("dataset", "worst_sample"),
-    "online_dpo": ("best_sample", "worst_sample"),
-    "offline_dpo": ("offline_pair", "offline_pair"),
-    "sft": ("dataset", None),
-}
 _DPO_TERMS = ("err_w_theta", "err_w_ref", "err_l_theta", "err_l_ref")
 _NEEDED: dict[str, tuple[str, ...]] = {"sft": ("err_w_theta",), "sopo": (*_DPO_TERMS, "reward_l", "beta_w")}
-
-
-def pair_sources(name: str) -> tuple[PreferredSource, UnpreferredSource | None]:
-    """Where objective `name` takes x^w and x^l from.
-
-    x^w: "dataset" (the caption's dataset motion), "best_sample" (highest-reward of the current policy's K samples),
-    "offline_pair" (a pair built once from the reference model's samples). x^l: "worst_sample" (lowest-reward of the
-    current policy's K samples), "offline_pair", or None (SFT has no x^l). Every objective but SFT also needs the
-    reference model's errors.
-    """
-    if name not in _SOURCES:
-        raise ValueError(f"unknown objective '{name}'; expected one of {sorted(_SOURCES)}")
-    return _SOURCES[name]
 
 
 @dataclass
@@ -69,7 +47,7 @@ class PreferenceTerms:
 
     def validate(self, name: str) -> None:
         """Raise ValueError if a term objective `name` needs is missing or any present term is not [B]."""
-        pair_sources(name)
+        objective(name)
         missing = [field for field in _NEEDED.get(name, _DPO_TERMS) if getattr(self, field) is None]
         if missing:
             raise ValueError(f"objective '{name}' needs PreferenceTerms.{', '.join(missing)}")
@@ -106,11 +84,12 @@ def objective_loss(cfg: ObjectiveConfig, terms: PreferenceTerms, tau: float | No
         diff_l = dpo_difference(terms.err_l_theta, terms.err_l_ref)
 
     logit = None
-    if name == "sft":
+    kind = objective(name).loss
+    if kind == "sft":
         loss = sft_loss(terms.err_w_theta).mean()
     else:
         scale = dpo_scale(cfg, num_timesteps)
-        if name == "sopo":
+        if kind == "sopo":
             logit = sopo_logit(diff_w, diff_l, terms.reward_l, terms.beta_w, cfg.beta, tau, scale)
         else:
             logit = diffusion_dpo_logit(diff_w, diff_l, cfg.beta, scale)

@@ -35,7 +35,7 @@ class NodeProbe:
 def _wait_capacity(cfg, expected: int, timeout_s: float = 60.0) -> int:
     deadline = time.monotonic() + timeout_s
     while True:
-        capacity = rollout_capacity(cfg.cluster, False, num_learners=cfg.schedule.num_learners)
+        capacity = rollout_capacity(cfg.cluster, False, num_learners=cfg.cluster.num_learners)
         if capacity == expected or time.monotonic() > deadline:
             return capacity
         time.sleep(0.5)
@@ -47,14 +47,14 @@ def main() -> dict:
     try:
         workers = [cluster.add_node(num_cpus=1, resources={"rollout": 1}) for _ in range(2)]
         overrides = [f"cluster.address={cluster.address}", "cluster.rollout_resource=rollout",
-                     "cluster.use_gpu=false", "schedule.num_rollout_workers=2", "schedule.num_learners=1"]
+                     "cluster.use_gpu=false", "cluster.num_rollout_workers=2", "cluster.num_learners=1"]
         cfg = load_config(None, overrides)
         out["connect"] = connect(cfg.cluster)
         out["head_node"] = cluster.head_node.node_id
         out["worker_nodes"] = [n.node_id for n in workers]
         out["plan"] = check_resources(cfg)
         try:
-            check_resources(load_config(None, [*overrides, "schedule.num_rollout_workers=3"]))
+            check_resources(load_config(None, [*overrides, "cluster.num_rollout_workers=3"]))
         except ClusterError as exc:
             out["over_request"] = str(exc)
 
@@ -74,7 +74,7 @@ def main() -> dict:
         autoscaling = load_config(None, [*overrides, "cluster.autoscale=true"]).cluster
         out["requested"] = request_rollout_resources(4, autoscaling, num_learners=1, use_gpu=False)
         out["plan_autoscale_over"] = check_resources(
-            load_config(None, [*overrides, "cluster.autoscale=true", "schedule.num_rollout_workers=8"]))
+            load_config(None, [*overrides, "cluster.autoscale=true", "cluster.num_rollout_workers=8"]))
 
         for actor in (*actors, third):
             ray.kill(actor)
