@@ -242,6 +242,10 @@ class EvaluatorConfig(Section):
     """Random pairs of generations per caption for MultiModality (T2M: 10 of 30 generations)."""
     generate_batch_size: Annotated[int, Field(ge=1)] = 128
     """Captions generated per batch during evaluation (memory vs speed)."""
+    paired_oracle: bool = True
+    """Embedded data only: the run's final report also scores base and aligned with the oracle on every motion
+    of each held-out split (one caption each, the same noise for both) and gives the paired difference's 95% CI,
+    which is narrower than the replications' CIs because both models see the same samples."""
 
     @model_validator(mode="after")
     def _sizes(self) -> EvaluatorConfig:

@@ -79,6 +79,9 @@ def test_end_to_end_run_writes_everything_and_keeps_the_schedule(full_run):
     for split in report["splits"].values():
         assert set(split["rows"]) == {"base", "aligned"} and "Reward" in split["rows"]["aligned"]
         assert "Oracle" in split["delta"]
+        paired = split["paired_oracle"]                                   # every motion of the split, paired
+        assert paired["motions"] >= 1 and 0 <= paired["base"] <= 1 and 0 <= paired["aligned"] <= 1
+        assert paired["delta"] == pytest.approx(paired["aligned"] - paired["base"]) and paired["ci95"] >= 0
     assert "in-distribution" in (full_run / "report.md").read_text()
     assert (full_run / "dashboard.png").stat().st_size > 10_000
 

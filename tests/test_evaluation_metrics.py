@@ -95,3 +95,15 @@ def test_mean_ci_uses_population_std():
     assert mean == 2.0
     assert ci == pytest.approx(1.96 * 1.0 / np.sqrt(2))
     assert metrics.mean_ci([5.0]) == (5.0, 0.0)
+
+
+def test_paired_difference_ci_by_hand_and_bad_shapes():
+    a, b = np.array([0.0, 1.0, 0.5, 0.5]), np.array([0.5, 1.0, 1.0, 0.5])
+    d = b - a                                                   # 0.5, 0, 0.5, 0: mean 0.25, sample std 0.2887
+    mean, ci = metrics.paired_difference_ci(a, b)
+    assert mean == pytest.approx(0.25) and ci == pytest.approx(1.96 * np.std(d, ddof=1) / 2)
+    shifted = metrics.paired_difference_ci(a + 0.3, b + 0.3)    # what both share cancels
+    assert shifted == pytest.approx((mean, ci))
+    for bad in ((a, b[:3]), (a[:1], b[:1]), (a.reshape(2, 2), b.reshape(2, 2))):
+        with pytest.raises(ValueError, match="paired scores"):
+            metrics.paired_difference_ci(*bad)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from sopo_ray.config import EvaluatorConfig, RewardConfig, load_config
+from sopo_ray.errors import DataError
 from sopo_ray.evaluation.evaluator import fit_evaluator
 from sopo_ray.evaluation.protocol import COLUMNS, evaluate_generator, evaluate_real, generator_source, run_protocol
 from sopo_ray.models.generator import build_generator
@@ -57,3 +60,28 @@ def test_generator_row_runs_the_whole_protocol_and_is_seeded(separable_dataset, 
     assert again == table  # same seed: same captions, lengths and noises
     other = evaluate_generator(gen, evaluator, reward, val, CFG, seed=4)
     assert other["MM-Dist"] != table["MM-Dist"]
+
+
+def test_oracle_per_motion_pairs_two_generators_sample_by_sample(tiny_dataset) -> None:
+    from sopo_ray.data.store import load_dataset
+    from sopo_ray.evaluation.metrics import paired_difference_ci
+    from sopo_ray.evaluation.protocol import oracle_per_motion
+
+    train = load_dataset(tiny_dataset, "train")
+    cfg = load_config(None, ["data.max_frames=80", "model.latent_dim=32", "model.num_layers=1", "model.num_heads=2",
+                             "model.ff_dim=64", "diffusion.num_timesteps=10", "diffusion.sample_steps=2"])
+    a = build_generator(cfg, train).eval()
+    b = build_generator(cfg, train).eval()
+    with torch.no_grad():                                       # another model: the same one, weights perturbed
+        for p in b.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    scores = oracle_per_motion(a, train, cfg, seed=0)
+    assert scores.shape == (len(train),) and np.all((scores >= 0) & (scores <= 1))
+    assert np.array_equal(oracle_per_motion(a, train, cfg, seed=0), scores)        # same seed: same samples
+    other = oracle_per_motion(b, train, cfg, seed=0)
+    assert not np.array_equal(other, scores)                                        # another model, other motions
+    diff, ci = paired_difference_ci(scores, other)
+    assert diff == pytest.approx(other.mean() - scores.mean()) and ci > 0
+    assert paired_difference_ci(scores, scores) == (0.0, 0.0)
+    with pytest.raises(DataError, match="caption parameters"):
+        oracle_per_motion(a, dataclasses.replace(train, params=None), cfg)

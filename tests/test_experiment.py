@@ -79,8 +79,9 @@ def test_compare_smoke_gives_a_finite_row_per_method_and_seed(ray_cluster, tmp_p
         assert set(split["methods"]) == set(METHODS)
         for table in [split["base"], *(m["mean"] for m in split["methods"].values()),
                       *(t for m in split["methods"].values() for t in m["seeds"].values())]:
-            for key in ("R@1", "R@3", "FID", "MM-Dist", "Diversity", "Oracle", "Reward"):
+            for key in ("R@1", "R@3", "FID", "MM-Dist", "Diversity", "Oracle", "Reward", "Oracle-all"):
                 assert math.isfinite(table[key][0]) and math.isfinite(table[key][1]), key
+            assert 0.0 <= table["Oracle-all"][0] <= 1.0                  # every motion of the split, one each
         assert set(split["verdict"]) == {"base", "sft", "offline_dpo", "online_dpo"}
         assert set(split["verdict"]["base"].values()) <= {"better", "worse", "tie"}
     for method in METHODS:
@@ -93,5 +94,7 @@ def test_compare_smoke_gives_a_finite_row_per_method_and_seed(ray_cluster, tmp_p
     assert online["rollout_groups"] == 2 * 4 and entry["runs"]["sft/seed-0"]["cost"]["rollout_passes"] == 0
     text = (out / "results.md").read_text()
     assert "MDM + SoPo" in text and "MDM + online DPO" in text and "SoPo against" in text
+    assert "Oracle, all motions" in text
+    assert (out / "mdm" / "sopo" / "seed-0" / "oracle_all_compositional.json").is_file()   # cached per split
     assert text.index("in-distribution test split") < text.index("compositional split")
     assert (out / "filmstrip_mdm.png").stat().st_size > 0 and (out / "oracle_vs_steps.png").is_file()

@@ -123,6 +123,14 @@ def test_reward_check_cli_writes_every_split(smoke_workdir, tmp_path):
     for figures in report["splits"].values():
         assert figures["groups"] == 6 and 0.0 <= figures["gate_rate"] <= 1.0
         assert 0.0 <= figures["oracle_reward_best"][0] <= figures["oracle_best"][0] <= 1.0
+    gated = subprocess.run(                                       # tau_gate: the gate is at the run's own tau
+        [sys.executable, "-m", "sopo_ray.cli", "reward", "check", "--config", "configs/smoke.yaml",
+         "--set", f"workdir={smoke_workdir}", "--set", f"data.root={smoke_workdir}/data", "--captions", "6",
+         "--set", "objective.tau_gate=0.5", "--set", "objective.tau=0.0", "--splits", "train", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert gated.returncode == 0, gated.stderr[-2000:]
+    calibrated = json.loads(out.read_text())
+    assert 0.0 < calibrated["tau"] < 1.0 and calibrated["splits"]["train"]["gate_rate"] > 0.0   # tau 0 gates none
     bad = subprocess.run([sys.executable, "-m", "sopo_ray.cli", "reward", "check", "--config", "configs/smoke.yaml",
                           "--set", f"workdir={smoke_workdir}", "--set", f"data.root={smoke_workdir}/data", "--k", "1"],
                          capture_output=True, text=True, timeout=120,

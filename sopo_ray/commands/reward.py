@@ -116,6 +116,7 @@ def run_check(args: argparse.Namespace) -> int:
     import torch
 
     from sopo_ray import artifacts
+    from sopo_ray.algorithm import calibrate_tau
     from sopo_ray.data.store import load_dataset
     from sopo_ray.models.generator import load_generator
     from sopo_ray.reward.diagnostics import ranking_figures, score_policy_samples
@@ -134,7 +135,8 @@ def run_check(args: argparse.Namespace) -> int:
     train = load_dataset(cfg.data, "train")
     policy, _ = load_generator(policy_path, train.data_id)
     reward = load_reward(reward_path, train.data_id)
-    d, tau = cfg.diffusion, cfg.objective.tau
+    d = cfg.diffusion
+    tau = calibrate_tau(cfg, policy, reward, train)   # the run's tau: objective.tau, or tau_quantile / tau_gate's
     console = Console()
     results = {}
     for split in args.splits:

@@ -23,13 +23,14 @@ from sopo_ray.tracking import read_metrics
 
 
 def _evaluate(cfg: Config, checkpoint: str, evaluator_path: str, reward_path: str, seed: int,
-              split: str) -> dict[str, Any]:
-    """The evaluation protocol's table for one generator checkpoint on one held-out split."""
+              split: str) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The evaluation protocol's table for one generator checkpoint on one held-out split, and (embedded data,
+    `evaluator.paired_oracle`) its oracle score on every motion of the split."""
     import torch
 
     from sopo_ray.data.store import load_dataset
     from sopo_ray.evaluation.evaluator import load_evaluator
-    from sopo_ray.evaluation.protocol import evaluate_generator
+    from sopo_ray.evaluation.protocol import evaluate_generator, oracle_per_motion
     from sopo_ray.models.generator import load_generator
     from sopo_ray.reward.tmr import load_reward
 
@@ -39,11 +40,15 @@ def _evaluate(cfg: Config, checkpoint: str, evaluator_path: str, reward_path: st
     generator, _ = load_generator(checkpoint, data.data_id)
     evaluator = load_evaluator(evaluator_path, data.data_id)
     reward = load_reward(reward_path, data.data_id)
-    return evaluate_generator(generator, evaluator, reward, data, cfg, seed)
+    table = evaluate_generator(generator, evaluator, reward, data, cfg, seed)
+    paired = cfg.evaluator.paired_oracle and data.params is not None
+    return table, oracle_per_motion(generator, data, cfg, seed) if paired else None
 
 
-def evaluate_models(cfg: Config, art: Any, paths: dict[str, Path], seed: int) -> dict[str, dict[str, Any]]:
-    """{split: {model name: metric table}} for each generator in `paths` on every held-out split the data has
+def evaluate_models(cfg: Config, art: Any, paths: dict[str, Path],
+                    seed: int) -> dict[str, dict[str, tuple[dict[str, Any], np.ndarray | None]]]:
+    """{split: {model name: (metric table, per-motion oracle scores or None)}} for each generator in `paths` on
+    every held-out split the data has
     (`data.store.eval_splits`: in-distribution test first, then compositional), all with one seed, so every
     model sees the same captions, lengths and initial noises. Inside Ray the evaluations run as parallel tasks
     on the driver's node (one CPU each); otherwise one after another in this process."""
@@ -78,8 +83,11 @@ def evaluate_and_report(cfg: Config, art: Any, policy_path: Path, run_dir: Path,
 
     console.print(f"[bold]final evaluation[/]: base vs aligned ({cfg.evaluator.replications} replications x "
                   f"{cfg.evaluator.num_captions} captions per split, {cfg.diffusion.sample_steps} DDIM steps)")
+    from sopo_ray.evaluation.metrics import paired_difference_ci
+
     paths = {"base": art.base_path, "aligned": policy_path}
-    by_split = evaluate_models(cfg, art, paths, cfg.seed)
+    evaluated = evaluate_models(cfg, art, paths, cfg.seed)
+    by_split = {split: {name: table for name, (table, _) in models.items()} for split, models in evaluated.items()}
     report: dict[str, Any] = {"objective": cfg.objective.name, "steps": cfg.schedule.total_steps, "seed": cfg.seed,
                               "checkpoints": {k: str(v) for k, v in paths.items()}, "splits": {}}
     lines = [f"# {cfg.name}: {cfg.objective.name}, {cfg.schedule.total_steps} steps", ""]
@@ -90,13 +98,24 @@ def evaluate_and_report(cfg: Config, art: Any, policy_path: Path, run_dir: Path,
         report["splits"][split] = {
             "rows": {n: {k: {"mean": v[0], "ci95": v[1]} for k, v in r.items()} for n, r in rows.items()},
             "delta": deltas}
+        base_scores, aligned_scores = evaluated[split]["base"][1], evaluated[split]["aligned"][1]
+        paired_line = ""
+        if base_scores is not None and aligned_scores is not None:
+            diff, ci = paired_difference_ci(base_scores, aligned_scores)
+            paired = {"motions": int(base_scores.size), "base": float(base_scores.mean()),
+                      "aligned": float(aligned_scores.mean()), "delta": diff, "ci95": ci}
+            report["splits"][split]["paired_oracle"] = paired
+            paired_line = (f"Oracle on all {paired['motions']} motions, paired (same caption and noise for both): "
+                           f"{paired['base']:.3f} → {paired['aligned']:.3f}, Δ {diff:+.3f} ± {ci:.3f} "
+                           "(95% CI of the paired difference)")
+            console.print(paired_line, highlight=False)
         lines += [f"## {title}", "", "| model | " + " | ".join(HEADERS[k] for k in COLUMNS) + " |",
                   "|---|" + "---|" * len(COLUMNS)]
         for name, row in rows.items():
             lines.append(f"| {name} | " + " | ".join(format_cell(row.get(k)) for k in COLUMNS) + " |")
         lines.append("| Δ aligned-base | " + " | ".join(f"{deltas[k]:+.3f}" if k in deltas else "-"
                                                         for k in COLUMNS) + " |")
-        lines.append("")
+        lines += ["", paired_line, ""] if paired_line else [""]
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))
     lines += ["![pipeline dashboard](dashboard.png)", ""]
     (run_dir / "report.md").write_text("\n".join(lines))

@@ -64,6 +64,8 @@ def eval_record(report: dict[str, Any]) -> dict[str, float]:
                 record[f"eval/{split}/{model}/{key}_ci95"] = value["ci95"]
         for key, value in result["delta"].items():
             record[f"eval/{split}/delta/{key}"] = value
+        for key, value in result.get("paired_oracle", {}).items():
+            record[f"eval/{split}/paired_oracle/{key}"] = value
     return record
 
 
@@ -92,6 +94,10 @@ def print_summary(console: Console, run_dir: Path, *, objective: str, steps: int
                 base, aligned = rows["base"][key][0], rows["aligned"][key][0]
                 entries.append((label, f"{HEADERS[key]:<9} {base:.3f} → {aligned:.3f}   Δ {d[0]:+.3f} ± {d[1]:.3f}"))
                 label = ""
+        if "paired_oracle" in result:
+            p = result["paired_oracle"]
+            entries.append((label, f"Oracle, all {p['motions']} motions paired: {p['base']:.3f} → {p['aligned']:.3f}"
+                                   f"   Δ {p['delta']:+.3f} ± {p['ci95']:.3f}"))
     console.print("[bold]run summary[/]")
     for label, value in entries:
         console.print(f"  {label:<11} {escape(value)}", highlight=False)

@@ -78,6 +78,21 @@ def oracle_accuracy(motions: np.ndarray, lengths: np.ndarray, params: list[dict]
     return float(np.mean([oracle_score(m[:n], p).score for m, n, p in zip(motions, lengths, params, strict=True)]))
 
 
+def oracle_per_motion(generator: Generator, dataset: MotionDataset, cfg: Config, seed: int = 0) -> np.ndarray:
+    """Oracle score of one generation per motion of `dataset` (embedded data only), `[N]`: motion i with its
+    caption i mod (its number of captions) at its own length, noise seeded by (seed, i). Two generators scored
+    with one seed see the same captions, lengths and noises, so their scores pair up sample by sample."""
+    if dataset.params is None:
+        raise DataError("the oracle needs the embedded dataset's caption parameters; this split has none")
+    idx = np.arange(len(dataset))
+    captions = [dataset.captions[i][i % len(dataset.captions[i])] for i in idx]
+    lengths = np.asarray(dataset.lengths)[idx]
+    seeds = [int(np.random.default_rng([seed, 7, int(i)]).integers(0, 2**31 - 1)) for i in idx]
+    motions = generator_source(generator, cfg)(idx, captions, lengths, seeds)
+    return np.asarray([oracle_score(m[:n], dataset.params[i]).score
+                       for m, n, i in zip(motions, lengths, idx, strict=True)])
+
+
 def _replication(source: MotionSource, evaluator: T2MEvaluator, reward: TMRReward | None, dataset: MotionDataset,
                  cfg: Config, gt_stats: tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
                  multimodality: bool) -> dict[str, float]:

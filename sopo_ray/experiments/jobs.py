@@ -97,6 +97,12 @@ def run_job(cfg: Config, job: dict[str, Any]) -> dict[str, Any]:
             x = gen.generate(job["captions"], torch.as_tensor(data.lengths[idx]), job["seeds"],
                              cfg.diffusion.sample_steps, cfg.diffusion.guidance_scale)
         return {"features": x.cpu().numpy()}
+    if job["kind"] == "oracle_all":
+        from sopo_ray.evaluation.protocol import oracle_per_motion
+
+        scores = oracle_per_motion(_load_policy(cfg, job["checkpoint"], job.get("base"), data.data_id), data, cfg,
+                                   cfg.seed)
+        return {"Oracle-all": [float(scores.mean()), float(1.96 * scores.std(ddof=1) / np.sqrt(scores.size))]}
     evaluator = load_evaluator(job["evaluator"], data.data_id)
     reward = load_reward(job["reward"], data.data_id)
     if job["kind"] == "real":

@@ -13,7 +13,10 @@ from sopo_ray.evaluation.protocol import COLUMNS
 from sopo_ray.tracking import read_metrics
 
 HEADERS = {"R@1": "R@1 ↑", "R@2": "R@2 ↑", "R@3": "R@3 ↑", "FID": "FID ↓", "MM-Dist": "MM-Dist ↓",
-           "Diversity": "Div →", "MultiModality": "MModality", "Oracle": "Oracle ↑", "Reward": "Reward ↑"}
+           "Diversity": "Div →", "MultiModality": "MModality", "Oracle": "Oracle ↑", "Reward": "Reward ↑",
+           "Oracle-all": "Oracle, all motions ↑"}
+# The paper's columns, ours, then the oracle on every motion of the split (`evaluation.protocol.oracle_per_motion`).
+TABLE_COLUMNS = (*COLUMNS, "Oracle-all")
 LABELS = {"base": "base", "sft": "SFT", "offline_dpo": "offline DPO", "online_dpo": "online DPO", "sopo": "SoPo"}
 
 
@@ -38,7 +41,7 @@ def comparison_table(results: dict[str, Any], kind: str, split: str) -> list[str
     entry = results["bases"][kind]
     result = entry["splits"][split]
     pre = entry["pretrain"]
-    head = ["model", *(HEADERS[k] for k in COLUMNS), "align wall s", "wall / pretrain", "passes / pretrain"]
+    head = ["model", *(HEADERS[k] for k in TABLE_COLUMNS), "align wall s", "wall / pretrain", "passes / pretrain"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     rows: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [("real motions", result["real"], []),
                                                                      (f"{kind.upper()} base", result["base"], [])]
@@ -51,7 +54,7 @@ def comparison_table(results: dict[str, Any], kind: str, split: str) -> list[str
             wall = sum(r["wall_s"] for r in runs) / len(runs)
             passes = sum(r["cost"]["sample_passes"] for r in runs) / len(runs)
             cost = [f"{wall:.0f}", _ratio(wall, pre["wall_s"]), _ratio(passes, pre["sample_passes"])]
-        lines.append("| " + " | ".join([name, *(cell(table.get(k)) for k in COLUMNS), *cost]) + " |")
+        lines.append("| " + " | ".join([name, *(cell(table.get(k)) for k in TABLE_COLUMNS), *cost]) + " |")
     return lines
 
 
@@ -60,7 +63,7 @@ def verdict_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
     result = results["bases"][kind]["splits"][split]
     if "verdict" not in result:
         return []
-    keys = [k for k in COLUMNS if any(k in v for v in result["verdict"].values())]
+    keys = [k for k in TABLE_COLUMNS if any(k in v for v in result["verdict"].values())]
     lines = ["| SoPo against | " + " | ".join(HEADERS[k] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for other, marks in result["verdict"].items():
         label = f"{kind.upper()} base" if other == "base" else LABELS[other]

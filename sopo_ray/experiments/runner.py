@@ -211,7 +211,16 @@ class Experiment:
                     jobs[f"{split}/{name}"] = {"kind": "full", "split": split,
                                                "checkpoint": str((d / "policy.pt").resolve()),
                                                "cache": str(d / f"eval_{split}.json")}
+                if cfg.evaluator.paired_oracle and cfg.data.source == "synthetic":
+                    models = {"base": art.base_path} | {name: d / "policy.pt" for name, (_, d) in runs.items()}
+                    for name, path in models.items():
+                        cache = (self.out / kind / f"base_oracle_all_{split}.json" if name == "base"
+                                 else path.parent / f"oracle_all_{split}.json")
+                        jobs[f"{split}/{name}/oracle-all"] = {"kind": "oracle_all", "split": split,
+                                                              "checkpoint": str(path.resolve()), "cache": str(cache)}
             tables = self.evaluate(cfg, jobs)
+            for name in [n for n in tables if n.endswith("/oracle-all")]:   # one more column of the model's row
+                tables[name.removesuffix("/oracle-all")].update(tables.pop(name))
             entry: dict[str, Any] = {"pretrain": pretrain_cost(cfg, art.base_path), "seeds": list(e.seeds),
                                      "runs": done, "splits": {}}
             for split in splits:

@@ -23,7 +23,7 @@ Cell = list[float]
 Table = dict[str, Cell]
 """metric -> Cell."""
 
-HIGHER = ("R@1", "R@2", "R@3", "Oracle", "Reward", "MultiModality")
+HIGHER = ("R@1", "R@2", "R@3", "Oracle", "Oracle-all", "Reward", "MultiModality")
 LOWER = ("FID", "MM-Dist")
 TOWARD_REAL = ("Diversity",)
 
