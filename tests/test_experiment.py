@@ -94,7 +94,22 @@ def test_compare_smoke_gives_a_finite_row_per_method_and_seed(ray_cluster, tmp_p
     assert online["rollout_groups"] == 2 * 4 and entry["runs"]["sft/seed-0"]["cost"]["rollout_passes"] == 0
     text = (out / "results.md").read_text()
     assert "MDM + SoPo" in text and "MDM + online DPO" in text and "SoPo against" in text
-    assert "Oracle, all motions" in text
+    assert "Oracle, all motions" in text and "Δ from the base, over seeds" in text
+    test = entry["splits"]["test"]
+    for method, row in test["methods"].items():                  # each seed minus the base, then over the seeds
+        seeds = [t["Oracle-all"][0] - test["base"]["Oracle-all"][0] for t in row["seeds"].values()]
+        assert row["vs_base"]["Oracle-all"][0] == pytest.approx(sum(seeds) / len(seeds)), method
     assert (out / "mdm" / "sopo" / "seed-0" / "oracle_all_compositional.json").is_file()   # cached per split
     assert text.index("in-distribution test split") < text.index("compositional split")
     assert (out / "filmstrip_mdm.png").stat().st_size > 0 and (out / "oracle_vs_steps.png").is_file()
+
+
+def test_delta_over_seeds_subtracts_the_base_then_takes_the_seed_interval():
+    from sopo_ray.experiments.seeds import delta_over_seeds
+
+    base = {"Oracle": [0.5, 0.03], "FID": [4.0, 1.0]}
+    seeds = [{"Oracle": [0.52, 0.01], "FID": [3.0, 0.5]}, {"Oracle": [0.54, 0.01], "FID": [3.5, 0.5]},
+             {"Oracle": [0.53, 0.02], "FID": [2.5, 0.5]}]
+    d = delta_over_seeds(seeds, base)
+    assert d["Oracle"][0] == pytest.approx(0.03) and d["FID"][0] == pytest.approx(-1.0)
+    assert d["Oracle"][1] == pytest.approx(over_seeds(seeds)["Oracle"][1])     # the base's own CI is not counted

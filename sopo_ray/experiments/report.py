@@ -71,6 +71,22 @@ def verdict_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
     return lines
 
 
+def vs_base_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
+    """Markdown rows: every method's change from the base per metric, mean ± t 95% CI over its training seeds
+    (`experiments.seeds.delta_over_seeds`: the base is one fixed model scored on the same samples)."""
+    methods = results["bases"][kind]["splits"][split]["methods"]
+    if not all("vs_base" in row for row in methods.values()):
+        return []
+    keys = [k for k in TABLE_COLUMNS if any(k in row["vs_base"] for row in methods.values())]
+    lines = ["| Δ from the base, over seeds | " + " | ".join(HEADERS[k] for k in keys) + " |",
+             "|---" * (len(keys) + 1) + "|"]
+    for method, row in methods.items():
+        cells = [f"{row['vs_base'][k][0]:+.3f}±{row['vs_base'][k][1]:.3f}" if k in row["vs_base"] else "-"
+                 for k in keys]
+        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def pretrain_line(results: dict[str, Any], kind: str) -> str:
     pre = results["bases"][kind]["pretrain"]
     wall = "-" if pre["wall_s"] is None else f"{pre['wall_s']:.0f} s" + (" (estimated)" if pre["estimated"] else "")
@@ -240,7 +256,8 @@ def write_markdown(results: dict[str, Any], out_md: Path, figures: dict[str, Pat
     for kind, entry in results.get("bases", {}).items():
         for split in entry["splits"]:
             lines += [f"## {kind.upper()} base, {SPLIT_NAMES.get(split, split)}", "",
-                      *comparison_table(results, kind, split), "", *verdict_table(results, kind, split), ""]
+                      *comparison_table(results, kind, split), "", *verdict_table(results, kind, split), "",
+                      *vs_base_table(results, kind, split), ""]
         lines += [pretrain_line(results, kind), ""]
     if "ablations" in results:
         abl = results["ablations"]

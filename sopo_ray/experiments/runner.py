@@ -39,7 +39,7 @@ from sopo_ray.data.store import eval_splits
 from sopo_ray.errors import SopoError
 from sopo_ray.experiments.cost import alignment_cost, pretrain_cost
 from sopo_ray.experiments.jobs import align_jobs, model_paths, run_jobs
-from sopo_ray.experiments.seeds import over_seeds, verdict
+from sopo_ray.experiments.seeds import delta_over_seeds, over_seeds, verdict
 from sopo_ray.tracking import read_metrics
 
 
@@ -227,6 +227,7 @@ class Experiment:
                 methods = {m: {"seeds": {str(s): tables[f"{split}/{m}/seed-{s}"] for s in e.seeds}} for m in e.methods}
                 for row in methods.values():
                     row["mean"] = over_seeds(list(row["seeds"].values()))
+                    row["vs_base"] = delta_over_seeds(list(row["seeds"].values()), tables[f"{split}/base"])
                 result = {"real": tables[f"{split}/real"], "base": tables[f"{split}/base"], "methods": methods}
                 if "sopo" in methods:
                     others = {"base": result["base"]} | {m: r["mean"] for m, r in methods.items() if m != "sopo"}

@@ -41,6 +41,14 @@ def over_seeds(tables: list[Table]) -> Table:
     return out
 
 
+def delta_over_seeds(tables: list[Table], base: Table) -> Table:
+    """Each seed's metric minus the base's, as mean and t-based 95% CI half-width over the seeds. The base is one
+    fixed model evaluated on the same captions, lengths and noises, so this asks whether training the method moves
+    the base on these samples across training seeds (the base's own sampling noise is shared, not counted)."""
+    shifted = [{k: [t[k][0] - base[k][0], t[k][1]] for k in t if k in base} for t in tables]
+    return over_seeds(shifted)
+
+
 def compare_cells(metric: str, a: Cell, b: Cell, real: Cell | None = None) -> str:
     """'better' if row a beats row b on `metric` with disjoint 95% intervals, 'worse' if b beats a, else 'tie'."""
     lo_a, hi_a, lo_b, hi_b = a[0] - a[1], a[0] + a[1], b[0] - b[1], b[0] + b[1]
