@@ -121,7 +121,7 @@ def fit_and_save(cfg: Any, out: str | Path, kind: str, fit: Callable[[Any, Any, 
 
     from sopo_ray.checkpoint import save_checkpoint
     from sopo_ray.config import config_to_dict
-    from sopo_ray.data.store import load_dataset
+    from sopo_ray.data import load_dataset
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)

@@ -16,8 +16,8 @@ def test_data_build_writes_the_dataset_folder(tmp_path, capsys):
     assert "train" in out and "data_id synthetic-" in out
     meta = json.loads((root / "meta.json").read_text())
     assert sum(meta["counts"].values()) == 12 and meta["config"]["size"] == 12
-    assert {p.name for p in root.iterdir()} == {"train.parquet", "val.parquet", "test.parquet", "mean.npy",
-                                                "std.npy", "meta.json"}
+    assert {p.name for p in root.iterdir()} == {"train.parquet", "val.parquet", "test.parquet",
+                                                "compositional.parquet", "mean.npy", "std.npy", "meta.json"}
 
 
 def test_data_show_renders_samples(tiny_dataset, tmp_path, capsys):

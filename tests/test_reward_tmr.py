@@ -11,7 +11,8 @@ import torch
 from sopo_ray.checkpoint import save_checkpoint
 from sopo_ray.config import RewardConfig
 from sopo_ray.errors import CheckpointError
-from sopo_ray.reward.tmr import TMRReward, load_reward
+from sopo_ray.reward import load_reward
+from sopo_ray.reward.tmr import TMRReward
 from sopo_ray.reward.training import contrastive_loss, feature_statistics, fit_reward, recall_at, retrieval_metrics
 
 torch.set_num_threads(1)

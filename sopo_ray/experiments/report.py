@@ -10,18 +10,11 @@ from typing import Any
 import numpy as np
 
 from sopo_ray.evaluation.protocol import COLUMNS
+from sopo_ray.evaluation.tables import HEADERS, cell
+from sopo_ray.plotting import by_step, pyplot, save, series, smooth
 from sopo_ray.tracking import read_metrics
 
-HEADERS = {"R@1": "R@1 ↑", "R@2": "R@2 ↑", "R@3": "R@3 ↑", "FID": "FID ↓", "MM-Dist": "MM-Dist ↓",
-           "Diversity": "Div →", "MultiModality": "MModality", "Oracle": "Oracle ↑", "Reward": "Reward ↑"}
 LABELS = {"base": "base", "sft": "SFT", "offline_dpo": "offline DPO", "online_dpo": "online DPO", "sopo": "SoPo"}
-
-
-def cell(value: list[float] | None, digits: int = 3) -> str:
-    """`mean±ci` or '-'."""
-    if value is None:
-        return "-"
-    return f"{value[0]:.{digits}f}±{value[1]:.{digits}f}"
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -90,42 +83,13 @@ def ablation_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _smooth(values: np.ndarray, window: int = 10) -> np.ndarray:
-    if len(values) < window:
-        return values
-    padded = np.concatenate([np.full(window - 1, values[0]), values])
-    return np.convolve(padded, np.ones(window) / window, mode="valid")
-
-
 def _series(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
-    steps = {r["step"]: r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "step"}
-    pairs = [(s, steps[s][key]) for s in sorted(steps) if isinstance(steps[s].get(key), int | float)]
-    if not pairs:
-        return np.zeros(0), np.zeros(0)
-    x, y = zip(*pairs, strict=True)
-    return np.asarray(x, float), np.asarray(y, float)
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt: Any, fig: Any, out_png: Path) -> Path:
-    """Lay out, write (90 dpi) and close a figure; returns the path."""
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return series(by_step(read_metrics(run_dir / "metrics.jsonl")), key)
 
 
 def plot_training(results: dict[str, Any], out_png: Path) -> Path:
     """Per base: loss and reward of the trained groups (best of K, and r(x^l)) against the learner step."""
-    plt = _plt()
+    plt = pyplot()
     kinds = list(results["bases"])
     fig, axes = plt.subplots(len(kinds), 2, figsize=(12, 3.8 * len(kinds)), squeeze=False)
     for row, kind in zip(axes, kinds, strict=True):
@@ -134,11 +98,11 @@ def plot_training(results: dict[str, Any], out_png: Path) -> Path:
             run_dir = Path(run_dir_name)
             x, y = _series(run_dir, "loss/loss")
             ax = sft_axis if method == "sft" else row[0]
-            ax.plot(x, _smooth(y), color=f"C{i}", label=LABELS[method] + (" (right axis)" if method == "sft" else ""))
+            ax.plot(x, smooth(y), color=f"C{i}", label=LABELS[method] + (" (right axis)" if method == "sft" else ""))
             for key, style in (("reward/best", "-"), ("reward/x_l", ":")):
                 x, y = _series(run_dir, key)
                 if len(y):
-                    row[1].plot(x, _smooth(y), style, color=f"C{i}", label=f"{LABELS[method]} {key.split('/')[1]}")
+                    row[1].plot(x, smooth(y), style, color=f"C{i}", label=f"{LABELS[method]} {key.split('/')[1]}")
         row[0].set_title(f"{kind.upper()}: training loss (smoothed; DPO-style left, SFT right)")
         sft_axis.legend(fontsize=7, loc="lower right")
         row[1].set_title(f"{kind.upper()}: reward of trained groups (— best of K, ··· x^l)")
@@ -146,12 +110,12 @@ def plot_training(results: dict[str, Any], out_png: Path) -> Path:
             ax.set_xlabel("learner step")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    return _save(plt, fig, out_png)
+    return save(fig, out_png)
 
 
 def plot_curves(results: dict[str, Any], out_png: Path) -> Path:
     """Per base: oracle accuracy and mean reward of intermediate checkpoints against the learner step."""
-    plt = _plt()
+    plt = pyplot()
     kinds = list(results["bases"])
     fig, axes = plt.subplots(len(kinds), 2, figsize=(12, 3.8 * len(kinds)), squeeze=False)
     for row, kind in zip(axes, kinds, strict=True):
@@ -165,12 +129,12 @@ def plot_curves(results: dict[str, Any], out_png: Path) -> Path:
             ax.set_xlabel("learner step (0 = base)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    return _save(plt, fig, out_png)
+    return save(fig, out_png)
 
 
 def plot_ablations(results: dict[str, Any], out_png: Path) -> Path:
     """One panel per ablated key: oracle accuracy (left axis) and R@1 (right axis) with 95% CIs."""
-    plt = _plt()
+    plt = pyplot()
     abl = results["ablations"]
     keys = list(abl["defaults"])
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), squeeze=False)
@@ -190,13 +154,13 @@ def plot_ablations(results: dict[str, Any], out_png: Path) -> Path:
         ax.set_ylabel("oracle accuracy", color="C0")
         twin.set_ylabel("R@1", color="C3")
         ax.grid(alpha=0.3)
-    return _save(plt, fig, out_png)
+    return save(fig, out_png)
 
 
 def filmstrip(cfg: Any, results: dict[str, Any], kind: str, out_png: Path, frames: int = 6) -> Path | None:
     """The same held-out captions (same length and noise) from the base model and from the SoPo policy."""
     from sopo_ray import artifacts
-    from sopo_ray.data.store import load_dataset
+    from sopo_ray.data import load_dataset
     from sopo_ray.experiments.jobs import run_jobs
     from sopo_ray.motion.features import features_to_joints
     from sopo_ray.motion.render import render_filmstrip

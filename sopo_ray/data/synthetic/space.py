@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sopo_ray.data.pose import FPS
+from sopo_ray.data.synthetic.pose import FPS
 
 
 @dataclass(frozen=True)
