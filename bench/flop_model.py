@@ -79,8 +79,9 @@ def count(cfg: Config) -> dict[str, float]:
     lengths = torch.tensor([frames])
     motion = torch.randn(1, frames, D)
 
-    def sample(n_steps: int) -> None:
-        policy.sample(text, lengths, [0], steps=n_steps, guidance=cfg.diffusion.guidance_scale)
+    def sample(n_steps: int) -> None:  # the eager sampler, both guidance halves in full (the fast one shares the
+        # input and output projections between them: ~1% fewer FLOPs at paper size; bench/sampler.py counts both)
+        policy.sample(text, lengths, [0], steps=n_steps, guidance=cfg.diffusion.guidance_scale, fast=False)
 
     one, two = flops(lambda: sample(1)), flops(lambda: sample(2))
     sampling = k * (one + (two - one) * (steps - 1))

@@ -203,6 +203,8 @@ def resolve(cfg: Config, console: Console | None = None, need_evaluator: bool = 
             console.print(f"[bold]building the evaluator[/] ({cfg.evaluator.steps} steps) -> {evaluator}")
         build_evaluator(cfg, evaluator, console)
     base_payload = load_checkpoint(base, ("mdm", "mld"))
+    # How to sample is the run's choice, not the checkpoint's: every policy built from this payload samples so.
+    base_payload["config"].setdefault("diffusion", {})["fast_sampler"] = cfg.diffusion.fast_sampler
     reward_payload = load_checkpoint(reward, REWARD_KINDS)
     check_same_dataset(base, base_payload, reward, reward_payload, train.data_id)
     check_base_matches(cfg, base, base_payload)

@@ -116,6 +116,11 @@ class DiffusionConfig(Section):
     """Classifier-free guidance scale at sampling (paper: 2.5; 1 = conditional only, 0 = unconditional)."""
     ddim_eta: Annotated[float, Field(ge=0, le=1)] = 0.0
     """DDIM eta: 0 is deterministic given the initial noise, 1 is ancestral-like."""
+    fast_sampler: bool = True
+    """Sample (rollouts, evaluation, `sopo generate`) the fast way: inference mode, the batch split into buckets of
+    similar length on CPU, and attention through scaled_dot_product_attention (sopo_ray/models/inference.py).
+    Same motions for the same seeds to float rounding (within 1e-4); false runs the plain eager denoiser on one
+    padded batch, the reference (e.g. on an old torch or an unusual device). docs/models.md."""
 
     @model_validator(mode="after")
     def _steps(self) -> DiffusionConfig:
@@ -175,6 +180,9 @@ class RewardConfig(Section):
     counterfactual_negatives: bool = True
     """Add one counterfactual caption per motion (one attribute word exchanged: side, direction, count, speed,
     angle) as an extra negative text (`reward.hard_negatives`)."""
+    corruption_negatives: bool = False
+    """Add each motion, corrupted (drifting, partly frozen or reversed: `reward.hard_negatives.corrupt`), as an
+    extra negative motion for its own caption."""
     steps: Annotated[int, Field(ge=0)] = 1000
     """Training steps (val retrieval plateaus by ~1000 on the default dataset)."""
     batch_size: Annotated[int, Field(ge=2)] = 64

@@ -48,20 +48,6 @@ def test_ranking_figures_of_a_perfect_and_of_an_inverted_ranker():
     assert at_30["gate_rate"] == pytest.approx(0.3, abs=0.03)
 
 
-@pytest.mark.parametrize(("caption", "expected", "absent"), [
-    ("a person claps twice", {"a person claps once", "a person claps three times", "a person claps four times"},
-     set()),
-    ("someone walks forward slowly", {"someone walks backward slowly", "someone walks forward quickly"}, set()),
-    ("a man turns 90 degrees to the left", {"a man turns 180 degrees to the left",
-                                            "a man turns 90 degrees to the right"}, set()),
-    ("a person sits down", set(), {"a person sits down"}),
-])
-def test_counterfactuals_change_one_attribute_word(caption, expected, absent):
-    got = set(counterfactuals(caption))
-    assert expected <= got and not (absent & got) and caption not in got
-    assert all(len(c.split()) >= len(caption.split()) - 1 for c in got)
-
-
 def test_contrastive_loss_never_uses_the_same_caption_as_a_negative_and_counts_hard_negatives():
     torch.manual_seed(0)
     z_t = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
@@ -76,6 +62,8 @@ def test_contrastive_loss_never_uses_the_same_caption_as_a_negative_and_counts_h
     hard = contrastive_loss(z_t, z_m, none, 0.1, z_hard=z_m.clone(), hard_valid=torch.ones(4, dtype=torch.bool))
     off = contrastive_loss(z_t, z_m, none, 0.1, z_hard=z_m.clone(), hard_valid=torch.zeros(4, dtype=torch.bool))
     assert hard > base and off == pytest.approx(base.item())
+    broken = contrastive_loss(z_t, z_m, none, 0.1, z_broken=z_t.clone())   # a corrupted motion that matches
+    assert broken > base
 
 
 def test_training_pairs_put_each_motion_beside_its_mirror(tiny_dataset):

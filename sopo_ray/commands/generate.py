@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     length = args.length if args.length is not None else int(payload.get("length_median") or gen.max_frames)
     captions = [c for c in args.captions for _ in range(args.num)]
     seeds = [args.seed + i for i in range(len(captions))]
-    features = gen.generate(captions, [length] * len(captions), seeds, args.steps, args.guidance).cpu().numpy()
+    features = gen.generate(captions, [length] * len(captions), seeds, args.steps, args.guidance,
+                            fast=cfg.diffusion.fast_sampler).cpu().numpy()
     if not np.isfinite(features).all():
         raise CheckpointError(f"{path} generated NaN/inf motions (its weights or mean/std hold NaN/inf: a diverged "
                               "run?); nothing written; generate from an earlier checkpoint or retrain")

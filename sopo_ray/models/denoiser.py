@@ -16,6 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from sopo_ray.models.inference import encoder_forward, supports_fast
+
 
 def sinusoidal_table(length: int, dim: int) -> Tensor:
     """Sinusoidal position table [length, dim] (sin on even, cos on odd channels)."""
@@ -66,9 +68,9 @@ class MotionDenoiser(nn.Module):
         text = torch.where(keep_cond[:, None], text, self.null_cond.expand_as(text))
         return self.time_mlp(timestep_embedding(t, self.latent_dim)) + text
 
-    def forward(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor,
-                keep_cond: Tensor | None = None) -> Tensor:
-        """x_t [B, L, C], t [B] int, text_emb [B, E], mask [B, L] bool valid, keep_cond [B] bool -> [B, L, C]."""
+    def embed(self, x_t: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Frame tokens [B, L', d] (padded frames zeroed, `frames_per_token` frames per token, projected) and
+        their validity [B, L'] (a token is valid when one of its frames is)."""
         batch, length, channels = x_t.shape
         if length > self.max_len:
             raise ValueError(f"sequence of {length} frames exceeds the denoiser's {self.max_len}")
@@ -76,9 +78,26 @@ class MotionDenoiser(nn.Module):
         x = nn.functional.pad(x_t * mask[..., None], (0, 0, 0, extra))
         tokens = x.reshape(batch, (length + extra) // self.patch, self.patch * channels)
         token_mask = nn.functional.pad(mask, (0, extra)).reshape(batch, -1, self.patch).any(-1)
-        cond = self.condition(t, text_emb, keep_cond)
-        h = torch.cat([cond[:, None], self.input_proj(tokens)], dim=1) + self.positions[: tokens.shape[1] + 1]
-        valid = torch.cat([torch.ones_like(token_mask[:, :1]), token_mask], dim=1)
-        h = self.encoder(h, src_key_padding_mask=~valid)
-        out = self.output_proj(self.out_norm(h[:, 1:]))
-        return out.reshape(batch, length + extra, channels)[:, :length]
+        return self.input_proj(tokens), token_mask
+
+    def encode(self, cond: Tensor, tokens: Tensor, valid: Tensor, fast: bool = False) -> Tensor:
+        """The transformer over [condition token, frame tokens] + positions -> normalised frame features
+        [B, L', d], the input of the linear `project`. `fast` (eval mode) runs `inference.encoder_forward`."""
+        h = torch.cat([cond[:, None], tokens], dim=1) + self.positions[: tokens.shape[1] + 1]
+        valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1)
+        if fast and supports_fast(self.encoder):
+            h = encoder_forward(self.encoder, h, valid)
+        else:
+            h = self.encoder(h, src_key_padding_mask=~valid)
+        return self.out_norm(h[:, 1:])
+
+    def project(self, h: Tensor, length: int) -> Tensor:
+        """Frame features [B, L', d] -> predictions [B, length, C]; linear, so guidance may come before it."""
+        out = self.output_proj(h)
+        return out.reshape(h.shape[0], -1, out.shape[-1] // self.patch)[:, :length]
+
+    def forward(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor,
+                keep_cond: Tensor | None = None, fast: bool = False) -> Tensor:
+        """x_t [B, L, C], t [B] int, text_emb [B, E], mask [B, L] bool valid, keep_cond [B] bool -> [B, L, C]."""
+        tokens, valid = self.embed(x_t, mask)
+        return self.project(self.encode(self.condition(t, text_emb, keep_cond), tokens, valid, fast), x_t.shape[1])

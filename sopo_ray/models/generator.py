@@ -29,6 +29,7 @@ from sopo_ray.config import Config, config_to_dict, model_config
 from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.models.denoiser import MotionDenoiser
 from sopo_ray.models.diffusion import GaussianDiffusion, seeded_normal
+from sopo_ray.models.inference import CPU_BUCKET_SAMPLES, guided_forward, length_buckets
 from sopo_ray.models.latent import LatentSpace
 from sopo_ray.models.mdm_official import OfficialMDM
 from sopo_ray.models.text_encoder import get_text_encoder, text_encoder_dim
@@ -50,7 +51,10 @@ class MotionGenerator(nn.Module):
         num_timesteps: training diffusion steps T.
         max_frames: longest motion it can generate (positional table size).
         feature_dim: 263 for HumanML3D (251 for KIT-ML).
+        bucket_samples: samples per length bucket of the fast sampler on CPU (`buckets`).
     """
+
+    bucket_samples: int = CPU_BUCKET_SAMPLES
 
     def __init__(self, cfg: Config, mean: np.ndarray | Tensor, std: np.ndarray | Tensor) -> None:
         super().__init__()
@@ -61,6 +65,7 @@ class MotionGenerator(nn.Module):
         self.default_guidance: float = d.guidance_scale
         self.default_steps: int = d.sample_steps
         self.eta: float = d.ddim_eta
+        self.fast_sampler: bool = d.fast_sampler
         mean_t = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
         std_t = torch.as_tensor(np.asarray(std), dtype=torch.float32)
         self.feature_dim: int = int(mean_t.shape[0])
@@ -153,13 +158,16 @@ class MotionGenerator(nn.Module):
 
     @torch.no_grad()
     def sample(self, text_emb: Tensor, lengths: Tensor | list[int], seeds: list[int], steps: int | None = None,
-               guidance: float | None = None, eta: float | None = None, ancestral: bool = False) -> Tensor:
+               guidance: float | None = None, eta: float | None = None, ancestral: bool = False,
+               fast: bool | None = None) -> Tensor:
         """Generate un-normalised features [B, max(lengths), D], zero past each length.
 
         Sample b's initial noise and any stochastic-step noise come only from a torch.Generator seeded with
         seeds[b], so a sample does not depend on the rest of the batch. `steps` DDIM steps (default from
         config), `guidance` the classifier-free guidance scale (1 = conditional only, 0 = unconditional),
         `eta` the DDIM eta (default from config). `ancestral=True` runs the full T-step DDPM sampler instead.
+        `fast` (default `diffusion.fast_sampler`) samples under inference mode, in length buckets on CPU, through
+        `models.inference` and a fused DDIM step: the same motions to float rounding (tests/test_fast_sampler.py).
         """
         lengths = torch.as_tensor(lengths, device=self.device).long()
         if len(seeds) != lengths.shape[0] or text_emb.shape[0] != lengths.shape[0]:
@@ -173,6 +181,29 @@ class MotionGenerator(nn.Module):
         guidance = self.default_guidance if guidance is None else guidance
         eta = self.eta if eta is None else eta
         text_emb = text_emb.to(self.device, torch.float32)
+        if not (self.fast_sampler if fast is None else fast):
+            return self._sample(text_emb, lengths, seeds, steps, guidance, eta, ancestral, False)
+        out = torch.zeros(lengths.shape[0], t_max, self.feature_dim, device=self.device)
+        with torch.inference_mode():  # `out` was made outside: callers get an ordinary tensor
+            for idx in self.buckets(lengths):
+                part = self._sample(text_emb[idx], lengths[idx], [seeds[i] for i in idx.tolist()], steps, guidance,
+                                    eta, ancestral, True)
+                out[idx.to(self.device), : part.shape[1]] = part
+        return out
+
+    def generate(self, captions: list[str], lengths: Tensor | list[int], seeds: list[int],
+                 steps: int | None = None, guidance: float | None = None, fast: bool | None = None) -> Tensor:
+        """`sample` from captions: encode the text, then sample (un-normalised features [B, T, D])."""
+        return self.sample(self.encode_text(captions), lengths, seeds, steps, guidance, fast=fast)
+
+    # ------------------------------------------------------------------------------------------------
+    # Internals
+    # ------------------------------------------------------------------------------------------------
+
+    def _sample(self, text_emb: Tensor, lengths: Tensor, seeds: list[int], steps: int, guidance: float, eta: float,
+                ancestral: bool, fast: bool) -> Tensor:
+        """`sample` of one batch padded to its longest motion (arguments checked and defaulted by `sample`)."""
+        t_max = int(lengths.max())
         if self.latent is None:
             mask = lengths_to_mask(lengths, self.max_frames if self.full_length else t_max)
         else:
@@ -185,31 +216,34 @@ class MotionGenerator(nn.Module):
             return full[:, :seq].to(self.device)
 
         def model_fn(x_t: Tensor, t: Tensor) -> Tensor:
-            return self._guided(x_t, t, text_emb, mask, guidance)
+            return self._guided(x_t, t, text_emb, mask, guidance, fast)
 
         if ancestral:
             x0 = self.diffusion.ancestral_sample(model_fn, noise)
         else:
-            x0 = self.diffusion.ddim_sample(model_fn, noise, steps, eta)
+            x0 = self.diffusion.ddim_sample(model_fn, noise, steps, eta, fused=fast)
         return self._decode(x0, lengths, t_max)
 
-    def generate(self, captions: list[str], lengths: Tensor | list[int], seeds: list[int],
-                 steps: int | None = None, guidance: float | None = None) -> Tensor:
-        """`sample` from captions: encode the text, then sample (un-normalised features [B, T, D])."""
-        return self.sample(self.encode_text(captions), lengths, seeds, steps, guidance)
+    def buckets(self, lengths: Tensor) -> list[Tensor]:
+        """Sample indices of each batch the fast sampler runs: groups of `bucket_samples` similar lengths on CPU
+        where padding is masked (MDM with frame masks); one batch otherwise (MLD latents and full-length MDM have
+        no padding; a GPU wants large batches, not measured here)."""
+        if self.latent is None and not self.full_length and self.device.type == "cpu":
+            return length_buckets(lengths, self.bucket_samples)
+        return [torch.arange(lengths.shape[0])]
 
-    # ------------------------------------------------------------------------------------------------
-    # Internals
-    # ------------------------------------------------------------------------------------------------
-
-    def _guided(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor, guidance: float) -> Tensor:
-        """Denoiser output with classifier-free guidance: uncond + w * (cond - uncond), one batched pass."""
+    def _guided(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor, guidance: float,
+                fast: bool = False) -> Tensor:
+        """Denoiser output with classifier-free guidance: uncond + w * (cond - uncond), one batched pass (`fast`:
+        `inference.guided_forward`, which computes what the two halves share once)."""
         batch = x_t.shape[0]
         if guidance == 1.0:
-            return self.denoiser(x_t, t, text_emb, mask, None)
+            return self.denoiser(x_t, t, text_emb, mask, None, fast=fast)
         if guidance == 0.0:
             drop = torch.zeros(batch, dtype=torch.bool, device=x_t.device)
-            return self.denoiser(x_t, t, text_emb, mask, drop)
+            return self.denoiser(x_t, t, text_emb, mask, drop, fast=fast)
+        if fast:
+            return guided_forward(self.denoiser, x_t, t, text_emb, mask, guidance)
         keep = torch.cat([torch.ones(batch, dtype=torch.bool), torch.zeros(batch, dtype=torch.bool)])
         out = self.denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text_emb, text_emb]),
                             torch.cat([mask, mask]), keep.to(x_t.device))

@@ -24,6 +24,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from sopo_ray.models.inference import encoder_forward, supports_fast
+
 
 def mdm_position_table(length: int, dim: int) -> Tensor:
     """MDM's sinusoidal table [length, dim]: sin on even channels, cos on odd ones, frequencies 10000^(-2i/dim)."""
@@ -63,17 +65,30 @@ class OfficialMDM(nn.Module):
             text_emb = text_emb * keep_cond[:, None].to(text_emb.dtype)
         return self.embed_timestep["time_embed"](self.pe[t]) + self.embed_text(text_emb)
 
+    def embed(self, x_t: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Frame tokens [B, L, d] (one per frame, projected) and their validity [B, L] (used with mask_frames)."""
+        if x_t.shape[1] > self.max_len:
+            raise ValueError(f"sequence of {x_t.shape[1]} frames exceeds the denoiser's {self.max_len}")
+        return self.input_process["poseEmbedding"](x_t), mask
+
+    def encode(self, cond: Tensor, tokens: Tensor, valid: Tensor, fast: bool = False) -> Tensor:
+        """The transformer over [condition token, frame tokens] + the position table -> frame features [B, L, d],
+        the input of the linear `project`. `fast` (eval mode) runs `inference.encoder_forward`."""
+        h = self.dropout(torch.cat([cond[:, None], tokens], dim=1) + self.pe[: tokens.shape[1] + 1])
+        valid = torch.cat([torch.ones_like(valid[:, :1]), valid], dim=1) if self.mask_frames else None
+        if fast and supports_fast(self.seqTransEncoder):
+            h = encoder_forward(self.seqTransEncoder, h, valid)
+        else:
+            h = self.seqTransEncoder(h, src_key_padding_mask=None if valid is None else ~valid)
+        return h[:, 1:]
+
+    def project(self, h: Tensor, length: int) -> Tensor:
+        """Frame features [B, L, d] -> predicted x0 [B, L, C]; linear, so guidance may come before it."""
+        return self.output_process["poseFinal"](h)
+
     def forward(self, x_t: Tensor, t: Tensor, text_emb: Tensor, mask: Tensor,
-                keep_cond: Tensor | None = None) -> Tensor:
+                keep_cond: Tensor | None = None, fast: bool = False) -> Tensor:
         """x_t [B, L, C], t [B] int, text_emb [B, E], mask [B, L] valid frames, keep_cond [B] -> x0 [B, L, C]."""
-        length = x_t.shape[1]
-        if length > self.max_len:
-            raise ValueError(f"sequence of {length} frames exceeds the denoiser's {self.max_len}")
-        tokens = torch.cat([self.condition(t, text_emb, keep_cond)[:, None],
-                            self.input_process["poseEmbedding"](x_t)], dim=1)
-        h = self.dropout(tokens + self.pe[: length + 1])
-        padding = None
-        if self.mask_frames:
-            padding = torch.cat([torch.zeros_like(mask[:, :1]), ~mask], dim=1)
-        h = self.seqTransEncoder(h, src_key_padding_mask=padding)
-        return self.output_process["poseFinal"](h[:, 1:])
+        tokens, valid = self.embed(x_t, mask)
+        return self.project(self.encode(self.condition(t, text_emb, keep_cond), tokens, valid, fast), x_t.shape[1])
+

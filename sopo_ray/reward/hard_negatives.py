@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 SWAP_GROUPS: tuple[tuple[str, ...], ...] = (
     ("left", "right"),
     ("forward", "backward"),
@@ -49,3 +51,43 @@ def counterfactuals(caption: str) -> list[str]:
                     if edited.lower() != caption.lower():
                         out[edited] = None
     return list(out)
+
+
+CORRUPTIONS = ("drift", "freeze", "reverse")
+"""How `corrupt` breaks a motion so that it no longer does what its caption says, keeping it motion-like."""
+
+
+def corrupt(features: np.ndarray, length: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """A copy of one motion's un-normalised features `[T, 263]` broken in one way (the first `length` frames):
+
+    drift    the whole body also travels at 0.5-1.5 m/s in a random direction of the facing frame (a motion in
+             place now moves; a walk goes elsewhere or at another speed)
+    freeze   30-60% of the clip, at a random time, holds the pose of its first frame (an action left out or
+             cut short: fewer repetitions, a sequence missing a part)
+    reverse  played backwards (forward becomes backward, sitting down becomes standing up, orders swap)
+
+    Velocities stay consistent with the poses; real data never looks like this, so the reward learns that what a
+    caption says also rules these out, which contrastive pairs of real motions alone never teach.
+    """
+    x = np.array(features, dtype=np.float32, copy=True)
+    n = int(length)
+    if kind == "drift":
+        angle = rng.uniform(0, 2 * np.pi)
+        step = rng.uniform(0.5, 1.5) / 20.0 * np.array([np.sin(angle), np.cos(angle)], dtype=np.float32)
+        x[:n, 1:3] += step                                   # root velocity, facing frame (x sideways, z forward)
+        local = x[:n, 193:259].reshape(n, 22, 3)
+        local[:, :, [0, 2]] += step                          # every joint moves with the root
+        x[:n, 193:259] = local.reshape(n, -1)
+    elif kind == "freeze":
+        size = max(1, int(n * rng.uniform(0.3, 0.6)))
+        start = int(rng.integers(0, max(1, n - size)))
+        x[start:start + size] = x[start]
+        x[start:start + size, 0:3] = 0.0
+        x[start:start + size, 193:259] = 0.0
+    elif kind == "reverse":
+        x[:n] = x[:n][::-1]
+        x[:n, 0:3] *= -1.0
+        x[:n, 193:259] *= -1.0
+    else:
+        raise ValueError(f"unknown corruption {kind!r}; use one of {', '.join(CORRUPTIONS)}")
+    return x

@@ -19,7 +19,7 @@ from sopo_ray.data.dataset import MotionDataset
 from sopo_ray.lr_schedule import warmup_cosine
 from sopo_ray.models.text_encoder import get_text_encoder
 from sopo_ray.motion.mirror import mirror_caption, mirror_features
-from sopo_ray.reward.hard_negatives import counterfactuals
+from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals
 from sopo_ray.reward.tmr import KIND, TMRReward
 from sopo_ray.tracking import MetricsWriter, fit_and_save
 
@@ -48,14 +48,15 @@ def feature_statistics(features: np.ndarray, lengths: np.ndarray, min_std: float
 
 def contrastive_loss(z_text: Tensor, z_motion: Tensor, same_text: Tensor, temperature: float,
                      sentence_emb: Tensor | None = None, negative_filter: float = 1.0, z_hard: Tensor | None = None,
-                     hard_valid: Tensor | None = None) -> Tensor:
+                     hard_valid: Tensor | None = None, z_broken: Tensor | None = None) -> Tensor:
     """Symmetric InfoNCE over a batch of unit vectors `[B, d]` (row i of each is a positive pair).
 
     Off-diagonal pairs with the same caption text (`same_text` [B, B], e.g. a motion and its mirror when the
     caption names no side) are not negatives, and neither are pairs whose frozen sentence embeddings have
     similarity (cos + 1) / 2 above `negative_filter` (TMR's near-duplicate filter; 1 switches it off).
     `z_hard` [B, d] adds one extra negative caption per motion (a counterfactual of its own caption) to the
-    motion-to-text direction, where `hard_valid` [B] is true.
+    motion-to-text direction, where `hard_valid` [B] is true. `z_broken` [B, d] adds one extra negative motion per
+    caption (its own motion, corrupted: `hard_negatives.corrupt`) to the text-to-motion direction.
     """
     logits = z_text @ z_motion.T / temperature
     eye = torch.eye(len(logits), dtype=torch.bool, device=logits.device)
@@ -66,6 +67,8 @@ def contrastive_loss(z_text: Tensor, z_motion: Tensor, same_text: Tensor, temper
     logits = logits.masked_fill(not_negative, float("-inf"))
     target = torch.arange(len(logits), device=logits.device)
     motion_to_text = logits.T
+    if z_broken is not None:
+        logits = torch.cat([logits, (z_text * z_broken).sum(-1, keepdim=True) / temperature], dim=1)
     if z_hard is not None:
         hard = (z_motion * z_hard).sum(-1, keepdim=True) / temperature
         if hard_valid is not None:
@@ -195,8 +198,13 @@ def fit_reward(train: MotionDataset, val: MotionDataset | None, rcfg: RewardConf
             z_m = model.encode_motion(features, lengths)
             z_t = model.encode_sentences(sent)
             z_hard = None if hard is None else model.encode_sentences(pairs.table[hard.clamp_min(0)])
+            z_broken = None
+            if rcfg.corruption_negatives:
+                kinds = rng.choice(CORRUPTIONS, len(lengths))
+                z_broken = model.encode_motion(np.stack([corrupt(f, n, k, rng) for f, n, k in
+                                                         zip(features, lengths, kinds, strict=True)]), lengths)
             loss = contrastive_loss(z_t, z_m, ids[:, None] == ids[None, :], rcfg.temperature, sent,
-                                    rcfg.negative_filter, z_hard, None if hard is None else hard >= 0)
+                                    rcfg.negative_filter, z_hard, None if hard is None else hard >= 0, z_broken)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

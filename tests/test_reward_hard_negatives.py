@@ -1,0 +1,67 @@
+"""Hard negatives made from (text, motion) pairs alone: counterfactual captions and corrupted motions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sopo_ray.data import load_dataset
+from sopo_ray.motion.features import root_trajectory
+from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals
+
+
+@pytest.mark.parametrize(("caption", "expected"), [
+    ("a person claps twice", {"a person claps once", "a person claps three times", "a person claps four times"}),
+    ("someone walks forward slowly", {"someone walks backward slowly", "someone walks forward quickly"}),
+    ("a man turns 90 degrees to the left", {"a man turns 180 degrees to the left",
+                                            "a man turns 90 degrees to the right"}),
+    ("A person waves the Left hand", {"A person waves the Right hand"}),
+])
+def test_counterfactuals_change_one_attribute_word(caption, expected):
+    got = set(counterfactuals(caption))
+    assert expected <= got and caption not in got
+
+
+def test_a_caption_without_attribute_words_has_no_counterfactual():
+    assert counterfactuals("a person sits down") == [] and counterfactuals("someone kneels") == []
+
+
+@pytest.fixture(scope="module")
+def motion(tiny_dataset):
+    data = load_dataset(tiny_dataset, "train")
+    return data.features[0], int(data.lengths[0])
+
+
+def test_drift_moves_the_whole_body_and_keeps_the_pose(motion):
+    x, n = motion
+    broken = corrupt(x, n, "drift", np.random.default_rng(0))
+    _, root = root_trajectory(x[:n].astype(np.float64))
+    _, moved = root_trajectory(broken[:n].astype(np.float64))
+    travelled = np.linalg.norm((moved - root)[-1, [0, 2]])
+    assert 0.5 / 20 * (n - 1) * 0.99 <= travelled <= 1.5 / 20 * (n - 1) * 1.01   # 0.5-1.5 m/s for the whole clip
+    np.testing.assert_array_equal(broken[:n, 4:193], x[:n, 4:193])               # the same poses
+    np.testing.assert_array_equal(broken[n:], x[n:])                               # padding untouched
+
+
+def test_freeze_holds_one_pose_for_part_of_the_clip(motion):
+    x, n = motion
+    broken = corrupt(x, n, "freeze", np.random.default_rng(1))
+    held = np.all(broken[1:n] == broken[:n - 1], axis=1)
+    assert 0.3 * n - 2 <= held.sum() <= 0.6 * n
+    assert not np.allclose(broken, x)
+
+
+def test_reverse_twice_is_the_motion_and_reverse_flips_the_velocities(motion):
+    x, n = motion
+    rng = np.random.default_rng(2)
+    once = corrupt(x, n, "reverse", rng)
+    np.testing.assert_allclose(corrupt(once, n, "reverse", rng), x)
+    np.testing.assert_allclose(once[:n, 4:67], x[:n][::-1, 4:67])                   # poses in reverse order
+    np.testing.assert_allclose(once[:n, 0:3], -x[:n][::-1, 0:3])                    # root velocities negated
+
+
+def test_corruptions_are_named_and_unknown_ones_refused(motion):
+    x, n = motion
+    assert set(CORRUPTIONS) == {"drift", "freeze", "reverse"}
+    with pytest.raises(ValueError, match="unknown corruption"):
+        corrupt(x, n, "melt", np.random.default_rng(0))
