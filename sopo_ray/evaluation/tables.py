@@ -66,11 +66,14 @@ def comparison_table(rows: MetricRows, title: str) -> Table:
     return table
 
 
+def markdown(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """The lines of a markdown table: the header, its rule, one line per row (every markdown table here)."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
 def comparison_markdown(rows: MetricRows) -> list[str]:
     """report.md: a row per model, a column per metric, and the row of differences aligned - base."""
-    lines = ["| model | " + " | ".join(HEADERS[k] for k in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
-    lines += [f"| {name} | " + " | ".join(cell(row.get(k)) for k in COLUMNS) + " |" for name, row in rows.items()]
-    deltas = {k: delta(rows, k) for k in COLUMNS}
-    lines.append("| Δ aligned-base | " + " | ".join("-" if d is None else f"{d[0]:+.3f}" for d in deltas.values())
-                 + " |")
-    return lines
+    deltas = [delta(rows, k) for k in COLUMNS]
+    return markdown(["model", *(HEADERS[k] for k in COLUMNS)],
+                    [*([name, *(cell(row.get(k)) for k in COLUMNS)] for name, row in rows.items()),
+                     ["Δ aligned-base", *("-" if d is None else f"{d[0]:+.3f}" for d in deltas)]])

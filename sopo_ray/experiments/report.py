@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from sopo_ray.evaluation.protocol import COLUMNS
-from sopo_ray.evaluation.tables import HEADERS, cell
+from sopo_ray.evaluation.tables import HEADERS, cell, markdown
 from sopo_ray.plotting import by_step, pyplot, save, series, smooth
 from sopo_ray.tracking import read_metrics
 
@@ -25,27 +25,27 @@ SPLIT_NAMES = {"test": "in-distribution test split", "compositional": "compositi
 MARK = {"better": "better", "worse": "**worse**", "tie": "tie"}
 
 
-def comparison_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
+def seeds_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
     """Markdown rows of one base's table on one split: Real, base and every method (mean ± 95% CI over the
     training seeds), with each method's training cost."""
     entry = results["bases"][kind]
     result = entry["splits"][split]
     pre = entry["pretrain"]
     head = ["model", *(HEADERS[k] for k in COLUMNS), "align wall s", "wall / pretrain", "passes / pretrain"]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     rows: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [("real motions", result["real"], []),
                                                                      (f"{kind.upper()} base", result["base"], [])]
     for method, row in result["methods"].items():
         runs = [entry["runs"][f"{method}/seed-{s}"] for s in entry["seeds"]]
         rows.append((f"{kind.upper()} + {LABELS[method]}", row["mean"], runs))
+    cells = []
     for name, table, runs in rows:
         cost = ["-", "-", "-"]
         if runs:
             wall = sum(r["wall_s"] for r in runs) / len(runs)
             passes = sum(r["cost"]["sample_passes"] for r in runs) / len(runs)
             cost = [f"{wall:.0f}", _ratio(wall, pre["wall_s"]), _ratio(passes, pre["sample_passes"])]
-        lines.append("| " + " | ".join([name, *(cell(table.get(k)) for k in COLUMNS), *cost]) + " |")
-    return lines
+        cells.append([name, *(cell(table.get(k)) for k in COLUMNS), *cost])
+    return markdown(head, cells)
 
 
 def verdict_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
@@ -54,11 +54,10 @@ def verdict_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
     if "verdict" not in result:
         return []
     keys = [k for k in COLUMNS if any(k in v for v in result["verdict"].values())]
-    lines = ["| SoPo against | " + " | ".join(HEADERS[k] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for other, marks in result["verdict"].items():
-        label = f"{kind.upper()} base" if other == "base" else LABELS[other]
-        lines.append(f"| {label} | " + " | ".join(MARK[marks[k]] if k in marks else "-" for k in keys) + " |")
-    return lines
+    return markdown(["SoPo against", *(HEADERS[k] for k in keys)],
+                    [[f"{kind.upper()} base" if other == "base" else LABELS[other],
+                      *(MARK[marks[k]] if k in marks else "-" for k in keys)]
+                     for other, marks in result["verdict"].items()])
 
 
 def pretrain_line(results: dict[str, Any], kind: str) -> str:
@@ -72,15 +71,13 @@ def ablation_table(results: dict[str, Any]) -> list[str]:
     """Markdown rows of the ablations: one row per run, the changed key first."""
     abl = results["ablations"]
     keys = ("R@1", "R@3", "FID", "MM-Dist", "Diversity", "Oracle", "Reward")
-    head = ["setting", *(HEADERS[k] for k in keys), "r(x^l)<tau", "wall s"]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    default = "default (" + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in abl["defaults"].items()) + ")"
+    cells = []
     for name, row in abl["rows"].items():
-        label = "default (" + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in abl["defaults"].items()) + ")" \
-            if name == "default" else name
         below = "-" if row["below_tau"] is None else f"{row['below_tau']:.2f}"
-        lines.append("| " + " | ".join([label, *(cell(row["eval"].get(k)) for k in keys), below,
-                                        f"{row['run']['wall_s']:.0f}"]) + " |")
-    return lines
+        cells.append([default if name == "default" else name, *(cell(row["eval"].get(k)) for k in keys), below,
+                      f"{row['run']['wall_s']:.0f}"])
+    return markdown(["setting", *(HEADERS[k] for k in keys), "r(x^l)<tau", "wall s"], cells)
 
 
 def _series(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -201,7 +198,7 @@ def write_markdown(results: dict[str, Any], out_md: Path, figures: dict[str, Pat
     for kind, entry in results.get("bases", {}).items():
         for split in entry["splits"]:
             lines += [f"## {kind.upper()} base, {SPLIT_NAMES.get(split, split)}", "",
-                      *comparison_table(results, kind, split), "", *verdict_table(results, kind, split), ""]
+                      *seeds_table(results, kind, split), "", *verdict_table(results, kind, split), ""]
         lines += [pretrain_line(results, kind), ""]
     if "ablations" in results:
         abl = results["ablations"]
