@@ -30,8 +30,9 @@ from sopo_ray.config import Config, EvaluatorConfig
 from sopo_ray.data.dataset import MotionDataset
 from sopo_ray.errors import CheckpointError
 from sopo_ray.evaluation import metrics
+from sopo_ray.fitting import fit_and_save
 from sopo_ray.lr_schedule import warmup_cosine
-from sopo_ray.tracking import MetricsWriter, fit_and_save
+from sopo_ray.tracking import MetricsWriter
 
 KIND = "evaluator"
 SPECIALS = ("<pad>", "<unk>", "<sos>", "<eos>")

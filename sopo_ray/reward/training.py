@@ -16,12 +16,13 @@ from torch import Tensor
 
 from sopo_ray.config import Config, RewardConfig
 from sopo_ray.data.dataset import MotionDataset
+from sopo_ray.fitting import fit_and_save
 from sopo_ray.lr_schedule import warmup_cosine
 from sopo_ray.models.text_encoder import get_text_encoder
 from sopo_ray.motion.mirror import mirror_caption, mirror_features
 from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals
 from sopo_ray.reward.tmr import KIND, TMRReward
-from sopo_ray.tracking import MetricsWriter, fit_and_save
+from sopo_ray.tracking import MetricsWriter
 
 
 def feature_statistics(features: np.ndarray, lengths: np.ndarray, min_std: float = 1e-4,
