@@ -39,17 +39,17 @@ from rich.table import Table
 from sopo_ray import artifacts
 from sopo_ray.algorithm import build_models, preference_batch, sample_groups, timed, train_on_batch
 from sopo_ray.config import Config, load_config, with_absolute_paths, with_overrides
-from sopo_ray.distributed.cluster import actor_options, train_resources_per_worker
 from sopo_ray.distributed.control import RunControl
 from sopo_ray.distributed.group import RolloutGroup, caption_table
 from sopo_ray.distributed.learner import Learner, LearnerSetup
+from sopo_ray.distributed.placement import actor_options, train_resources_per_worker
 from sopo_ray.distributed.replay_queue import ReplayQueue
 from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.distributed.seeds import derive_seed
 from sopo_ray.distributed.weights import WeightStore
 from sopo_ray.models.generator import generator_from_payload
 from sopo_ray.models.text_encoder import load_text_cache
-from sopo_ray.reward.tmr import reward_from_payload
+from sopo_ray.reward import reward_from_payload
 
 STAGES = ("wait", "collate", "forward", "loss", "backward", "update", "publish")
 HERE, ACTOR, TRAIN_PLAIN, LEARNER = "plain: here", "plain: actor", "plain: Train worker", "Learner: Train worker"

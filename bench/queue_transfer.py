@@ -32,8 +32,8 @@ from rich.console import Console
 from rich.table import Table
 
 from sopo_ray.config import Config, load_config, with_overrides
-from sopo_ray.distributed.cluster import actor_options
 from sopo_ray.distributed.group import RolloutGroup
+from sopo_ray.distributed.placement import actor_options
 from sopo_ray.distributed.replay_queue import ReplayQueue, Status
 from sopo_ray.distributed.schedule import SchedulePlan
 

@@ -5,7 +5,7 @@
 
 Starts a head (0 CPUs, like cluster/gpu.yaml's head) and `--nodes` worker nodes on this machine, each advertising
 1 CPU and the custom resource `rollout: 1` (a rollout node type), with `cluster.rollout_resource=rollout` so the
-rollout actors are placed exactly as the driver places them (`cluster.actor_options(..., "rollout")`). For each
+rollout actors are placed exactly as the driver places them (`placement.actor_options(..., "rollout")`). For each
 pool size the real pipeline pieces run (ReplayQueue, WeightStore, RolloutWorker actors with the config's cached
 base and reward models); this process drains the queue like a learner (without training). Prints groups/s, the
 ratio to 1 actor, the machine's 1-minute load average after each setting and the node each actor landed on.
@@ -27,7 +27,7 @@ from rich.table import Table
 
 from sopo_ray import artifacts
 from sopo_ray.config import load_config, with_absolute_paths
-from sopo_ray.distributed.cluster import actor_options
+from sopo_ray.distributed.placement import actor_options
 
 
 def main() -> None:

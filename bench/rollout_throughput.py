@@ -29,7 +29,7 @@ from sopo_ray.distributed.group import caption_table
 from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.models.generator import generator_from_payload
 from sopo_ray.models.text_encoder import load_text_cache
-from sopo_ray.reward.tmr import reward_from_payload
+from sopo_ray.reward import reward_from_payload
 
 
 def plain_loop(cfg, art, n_groups: int) -> float:

@@ -41,7 +41,7 @@ from rich.table import Table
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from sopo_ray.config import Config, load_config
-from sopo_ray.data.space import sample_params
+from sopo_ray.data.synthetic.space import sample_params
 from sopo_ray.models.generator import MotionGenerator, build_generator, lengths_to_mask
 from sopo_ray.models.inference import guided_forward
 from sopo_ray.models.text_encoder import text_encoder_dim

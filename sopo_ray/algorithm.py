@@ -17,7 +17,6 @@ trains), so both train on the same pairs the same way.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,9 +27,10 @@ import torch
 from torch import Tensor, nn
 
 from sopo_ray.config import Config
-from sopo_ray.data.oracle import oracle_score
+from sopo_ray.data.synthetic.oracle import oracle_score
 from sopo_ray.distributed.group import CaptionRef, RolloutGroup, caption_table
 from sopo_ray.distributed.seeds import derive_seed, sample_seeds
+from sopo_ray.lr_schedule import warmup_cosine
 from sopo_ray.models.generator import generator_from_payload
 from sopo_ray.objectives import PreferenceTerms, objective_loss, pair_sources, preferred_weight, resolve_tau
 
@@ -227,15 +227,6 @@ class PolicyErrors(nn.Module):
         return err_w, err_l
 
 
-def lr_at(step: int, cfg: Config) -> float:
-    """Linear warm-up to optimizer.lr over warmup_steps, then cosine decay to 0 at total_steps."""
-    o = cfg.optimizer
-    if step < o.warmup_steps:
-        return o.lr * (step + 1) / o.warmup_steps
-    progress = (step - o.warmup_steps) / max(1, cfg.schedule.total_steps - o.warmup_steps)
-    return o.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def preference_terms(cfg: Config, model: nn.Module, policy: Any, reference: Any, batch: PreferenceBatch,
                      gen: torch.Generator, device: torch.device | str) -> PreferenceTerms:
     """Policy and reference errors at one shared (t, noise) per pair, plus r(x^l, c) and beta_w.
@@ -312,7 +303,8 @@ def train_on_batch(cfg: Config, step: int, model: nn.Module, policy: Any, refere
                    optimizer: torch.optim.Optimizer, params: list[nn.Parameter], batch: PreferenceBatch,
                    gen: torch.Generator, device: torch.device | str, tau: float,
                    stages: dict[str, float], any_rank: Any = bool) -> tuple[bool, dict[str, float]]:
-    """One optimizer step at learner step `step` (0-based): loss, backward, clip, then AdamW at `lr_at(step)`.
+    """One optimizer step at learner step `step` (0-based): loss, backward, clip, then AdamW at the learning rate of
+    `lr_schedule.warmup_cosine` (linear warm-up to optimizer.lr, cosine decay to 0 at schedule.total_steps).
 
     The step is skipped (gradients dropped) when the loss or gradient norm is NaN/inf; `any_rank(flag)` makes
     that decision the same on every DDP rank. Returns (applied, metrics: the objective's `loss/*` plus
@@ -330,7 +322,7 @@ def train_on_batch(cfg: Config, step: int, model: nn.Module, policy: Any, refere
     applied = not any_rank(not (torch.isfinite(loss) and torch.isfinite(grad_norm)))
     if applied:
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = warmup_cosine(step, cfg.schedule.total_steps, cfg.optimizer.warmup_steps, cfg.optimizer.lr)
         optimizer.step()
     else:
         optimizer.zero_grad(set_to_none=True)

@@ -133,14 +133,14 @@ def evaluator_path(cfg: Config) -> Path:
 
 def build_base(cfg: Config, path: Path, train: Any = None, console: Console | None = None) -> Path:
     """Import pretrained.mdm to `path`, or pretrain the base model into path's folder."""
-    from sopo_ray.data.store import load_dataset
+    from sopo_ray.data import load_dataset
 
     train = train if train is not None else load_dataset(cfg.data, "train")
     if cfg.pretrained.mdm is None:
         from sopo_ray.models.pretrain import pretrain
 
         return pretrain(cfg, path.parent, dataset=train, console=console)
-    from sopo_ray.models.mdm_official import import_mdm
+    from sopo_ray.models.mdm_import import import_mdm
 
     (console or Console()).print(f"[bold]importing the released MDM[/] {cfg.pretrained.mdm} -> {path}")
     return import_mdm(cfg, Path(cfg.pretrained.mdm), path, train.mean, train.std, train.data_id,
@@ -178,7 +178,7 @@ def build_evaluator(cfg: Config, path: Path, console: Console | None = None) -> 
 
 def resolve(cfg: Config, console: Console | None = None, need_evaluator: bool = True) -> Artifacts:
     """Load the run's dataset splits and models, building any that are missing (minutes on first use)."""
-    from sopo_ray.data.store import load_dataset
+    from sopo_ray.data import load_dataset
     from sopo_ray.reward.tmr import KINDS as REWARD_KINDS
 
     console = console or Console()

@@ -226,9 +226,11 @@ def align_local(cfg: Config, run_dir: Path, *, resume: bool = False, console: Co
                                 version=trainer.version)
         report = None
         if cfg.log.final_eval:
-            from sopo_ray.distributed.report import evaluate_and_report
+            from sopo_ray.distributed.dashboard import plot_dashboard
+            from sopo_ray.evaluation.report import evaluate_and_report
 
             report = evaluate_and_report(cfg, art, policy, run_dir, console)
+            plot_dashboard(run_dir / "metrics.jsonl", run_dir / "dashboard.png")
             log.log(trainer.step, event="eval", **eval_record(report))
     print_summary(console, run_dir, objective=cfg.objective.name, steps=trainer.step, elapsed_s=time.time() - started,
                   policy=policy, report=report, trackers=tracked, ray_log=None)

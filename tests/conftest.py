@@ -46,7 +46,7 @@ def separable_dataset():
     in seconds: reward/evaluator tests check that training finds the text-motion link."""
     import numpy as np
 
-    from sopo_ray.data.store import MotionDataset
+    from sopo_ray.data.dataset import MotionDataset
 
     actions = ["walks", "jumps", "waves", "kicks"]
     directions = ["forward", "backward", "to the left", "to the right"]
@@ -90,7 +90,7 @@ def tiny_dataset(tmp_path_factory):
     """A small synthetic dataset (40 motions, clips of 40-80 frames) built once per session; returns the
     DataConfig that points at it (pass it to `load_dataset(cfg, split)`)."""
     from sopo_ray.config import DataConfig
-    from sopo_ray.data.synthetic import build_synthetic
+    from sopo_ray.data.synthetic.build import build_synthetic
 
     cfg = DataConfig(root=tmp_path_factory.mktemp("tiny_dataset") / "synthetic", size=40, max_frames=80,
                      build_workers=1)

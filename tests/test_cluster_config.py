@@ -167,7 +167,7 @@ def test_job_upload_excludes_data_and_outputs(tmp_path: Path):
 
     project = tmp_path / "project"
     files = {
-        "sopo_ray/run.py": "code", "sopo_ray/data/store.py": "code", "configs/default.yaml": "name: x",
+        "sopo_ray/run.py": "code", "sopo_ray/data/dataset.py": "code", "configs/default.yaml": "name: x",
         "pyproject.toml": "",
         "artifacts/base/model.pt": "w", "runs/r1/ckpt.pt": "w", "data/HumanML3D/new_joint_vecs/000001.npy": "m",
         ".venv/bin/python": "", ".git/HEAD": "", "sopo_ray/__pycache__/run.cpython-311.pyc": "",
@@ -179,5 +179,5 @@ def test_job_upload_excludes_data_and_outputs(tmp_path: Path):
     archive = tmp_path / "pkg.zip"
     create_package(str(project), archive, include_gitignore=False, excludes=env["excludes"])
     names = {n for n in zipfile.ZipFile(archive).namelist() if not n.endswith("/")}
-    assert names == {"sopo_ray/run.py", "sopo_ray/data/store.py", "configs/default.yaml", "pyproject.toml"}
+    assert names == {"sopo_ray/run.py", "sopo_ray/data/dataset.py", "configs/default.yaml", "pyproject.toml"}
     assert env["env_vars"]["HF_HUB_OFFLINE"] == "1"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from sopo_ray.config import ClusterConfig, load_config
-from sopo_ray.distributed.cluster import (
+from sopo_ray.distributed.cluster import connect
+from sopo_ray.distributed.placement import (
     actor_options,
     check_resources,
-    connect,
     resolve_use_gpu,
     rollout_capacity,
     train_resources_per_worker,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sopo_ray.data.captions import SUBJECTS, caption, describe, segment_phrase
-from sopo_ray.data.space import ACTIONS, sample_params
+from sopo_ray.data.synthetic.captions import SUBJECTS, caption, describe, segment_phrase
+from sopo_ray.data.synthetic.space import ACTIONS, sample_params
 
 # Words that state an attribute value; a phrase must contain one of them.
 WORDS = {

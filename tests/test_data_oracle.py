@@ -8,8 +8,8 @@ from scipy.interpolate import interp1d
 
 from sopo_ray.config import DataConfig
 from sopo_ray.data import oracle_score
-from sopo_ray.data.space import ACTIONS
-from sopo_ray.data.synthetic import make_motion, synthesize
+from sopo_ray.data.synthetic.build import make_motion, synthesize
+from sopo_ray.data.synthetic.space import ACTIONS
 from sopo_ray.errors import DataError
 from sopo_ray.motion.features import features_to_joints, joints_to_features
 

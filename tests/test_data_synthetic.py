@@ -10,8 +10,8 @@ import pytest
 
 from sopo_ray.config import DataConfig
 from sopo_ray.data import load_dataset
-from sopo_ray.data.space import ACTIONS, HELD_OUT_COMBOS, combo_key, is_held_out, sample_params
-from sopo_ray.data.synthetic import assign_splits, data_id_for, make_motion, synthesize
+from sopo_ray.data.synthetic.build import assign_splits, data_id_for, make_motion, synthesize
+from sopo_ray.data.synthetic.space import ACTIONS, HELD_OUT_COMBOS, combo_key, is_held_out, sample_params
 from sopo_ray.errors import DataError
 from sopo_ray.motion.features import features_to_joints, group_mean_std
 from sopo_ray.motion.skeleton import BONE_LENGTHS, bone_lengths

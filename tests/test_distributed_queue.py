@@ -6,10 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import ray
+import torch
 from test_schedule import make_group, make_plan
 
 from sopo_ray.distributed.control import RunControl
 from sopo_ray.distributed.replay_queue import ReplayQueue, Status
+from sopo_ray.distributed.resume import ResumePoint, capture_pipeline, restore_services
 from sopo_ray.distributed.weights import WeightStore, fetch_weights
 from sopo_ray.errors import ClusterError
 
@@ -92,3 +94,29 @@ def test_run_control_status_stop_records_restarts_and_rollout_reports(ray_cluste
     ray.get(control.forget_worker.remote("w0"))
     assert set(ray.get(control.rollout.remote())["workers"]) == {"w1"}
     ray.kill(control)
+
+
+
+def test_a_checkpoint_inside_a_sync_window_resumes_rollouts_on_that_versions_weights(ray_cluster):
+    """Version 1 is published at step 2 (sync_interval 2); at step 3 the learner's policy has trained past it, so a
+    checkpoint there keeps version 1's own weights and the resumed store serves those, not the learner's policy.
+    At a window's first step (4) the policy is the published version 2 and nothing extra is kept; deterministic
+    mode also keeps the staleness window's versions (its tickets name exact versions)."""
+    plans = {det: make_plan(deterministic=det, max_staleness=1) for det in (False, True)}
+    queue, store = new_queue(max_staleness=1), ray.remote(WeightStore).options(num_cpus=0).remote(4)
+    for v in (0, 1):
+        ray.get(store.publish.remote(v, 2 * v, {"w": np.full(3, v, np.float32)}))
+    inside = {det: capture_pipeline(queue, store, plan, 3, keep_groups=True, timeout_s=30.0)
+              for det, plan in plans.items()}
+    assert sorted(inside[False].versions) == [1] and sorted(inside[True].versions) == [0, 1]
+    assert inside[False].versions[1]["w"].tolist() == [1, 1, 1]
+    ray.get(store.publish.remote(2, 4, {"w": np.full(3, 2, np.float32)}))
+    assert [sorted(capture_pipeline(queue, store, plans[det], 4, keep_groups=True, timeout_s=30.0).versions)
+            for det in (False, True)] == [[], [1]]
+    learner = {"step": 3, "version": 1, "state": {"policy": {"w": torch.full((3,), 7.0)}}}
+    resumed = ray.remote(WeightStore).options(num_cpus=0).remote(4)
+    assert restore_services(ResumePoint("step_3", learner, inside[False]), {}, resumed, queue) == 3
+    assert fetch_weights(resumed, None, 5.0, "test")[0] == 1
+    assert fetch_weights(resumed, 1, 5.0, "test")[1]["w"].tolist() == [1, 1, 1]   # not the learner's 7s
+    for actor in (queue, store, resumed):
+        ray.kill(actor)

@@ -16,7 +16,7 @@ from sopo_ray.config import load_config
 from sopo_ray.distributed.group import caption_table
 from sopo_ray.distributed.seeds import sample_seeds
 from sopo_ray.models.generator import generator_from_payload
-from sopo_ray.reward.tmr import reward_from_payload
+from sopo_ray.reward import reward_from_payload
 
 REPO = Path(__file__).resolve().parents[1]
 

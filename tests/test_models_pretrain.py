@@ -12,7 +12,7 @@ import torch
 from sopo_ray.config import load_config
 from sopo_ray.errors import CheckpointError
 from sopo_ray.models.generator import build_generator, lengths_to_mask, load_generator
-from sopo_ray.models.pretrain import Pretrainer, build_training_set, lr_at, pretrain
+from sopo_ray.models.pretrain import Pretrainer, build_training_set, pretrain
 
 torch.set_num_threads(1)
 TINY = ["data.max_frames=24", "data.min_frames=8", "model.latent_dim=32", "model.num_layers=2",
@@ -24,7 +24,7 @@ TINY = ["data.max_frames=24", "data.min_frames=8", "model.latent_dim=32", "model
 
 def tiny_dataset():
     """24 motions of two kinds (a slow ramp and an oscillation), each with two captions."""
-    from sopo_ray.data.store import MotionDataset
+    from sopo_ray.data.dataset import MotionDataset
 
     rng = np.random.default_rng(0)
     n, frames = 24, 24
@@ -65,13 +65,6 @@ def reconstruction_error(gen, dataset) -> float:
         gen.eval()
         recon = gen.latent.decode(gen.latent.encode(data.x, data.lengths), data.lengths, data.x.shape[1])
     return float(((recon - data.x) ** 2 * mask).sum() / (mask.sum() * data.x.shape[-1]))
-
-
-def test_lr_schedule_warms_up_then_decays() -> None:
-    lrs = [lr_at(s, 100, 10, 1.0) for s in range(100)]
-    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
-    assert lrs[-1] == pytest.approx(0.1, abs=0.01)
 
 
 def test_mdm_pretraining_learns_and_resumes_exactly(tmp_path: Path) -> None:

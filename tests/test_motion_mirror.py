@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from sopo_ray.data.oracle import oracle_score
-from sopo_ray.data.store import load_dataset
+from sopo_ray.data import load_dataset
+from sopo_ray.data.synthetic.oracle import oracle_score
 from sopo_ray.motion.features import features_to_joints, recover_from_rot
 from sopo_ray.motion.mirror import JOINT_PERMUTATION, mirror_caption, mirror_features
 

@@ -18,7 +18,7 @@ from sopo_ray.evaluation.evaluator import load_evaluator
 from sopo_ray.evaluation.protocol import evaluate_generator
 from sopo_ray.models.generator import generator_from_payload
 from sopo_ray.objectives import objective_loss
-from sopo_ray.reward.tmr import reward_from_payload
+from sopo_ray.reward import reward_from_payload
 
 torch.set_num_threads(1)
 

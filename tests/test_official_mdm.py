@@ -21,7 +21,7 @@ from scipy.special import erf
 from sopo_ray.config import load_config
 from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.models.generator import load_generator
-from sopo_ray.models.mdm_official import import_mdm
+from sopo_ray.models.mdm_import import import_mdm
 
 torch.set_num_threads(1)
 D, LAYERS, FF, HEADS, FEATS, CLIP = 512, 8, 1024, 4, 263, 512

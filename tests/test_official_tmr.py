@@ -18,7 +18,7 @@ from scipy.special import erf
 from tiny_hf_models import write_tiny_distilbert
 
 from sopo_ray.errors import CheckpointError
-from sopo_ray.reward.tmr import load_reward
+from sopo_ray.reward import load_reward
 from sopo_ray.reward.tmr_official import import_tmr
 
 torch.set_num_threads(1)

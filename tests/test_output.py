@@ -20,7 +20,7 @@ from sopo_ray.config import load_config
 from sopo_ray.console import make_console, print_table, table_width
 from sopo_ray.distributed.monitor import LiveView
 from sopo_ray.distributed.ray_logs import OUR_PRINTER, RAY_PRINTER, RayOutput
-from sopo_ray.distributed.summary import results_table
+from sopo_ray.evaluation.tables import comparison_markdown, comparison_table
 from sopo_ray.run import add_run_args, config_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def test_a_table_wider_than_the_console_keeps_every_cell_whole(terminal):
 def test_the_results_table_has_a_row_per_metric_with_the_difference_and_its_ci_and_fits_80_columns():
     rows = {"base": {"R@1": (0.25, 0.012), "FID": (1.5, 0.1), "Reward": (0.725, 0.006)},
             "aligned": {"R@1": (0.27, 0.016), "FID": (1.2, 0.2), "Reward": (0.738, 0.006)}}
-    table = results_table(rows, "test split")
+    table = comparison_table(rows, "test split")
     console, out = file_console()
     console.print(table)
     lines = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
@@ -75,6 +75,17 @@ def test_the_results_table_has_a_row_per_metric_with_the_difference_and_its_ci_a
                      "FID ↓": ["1.500±0.100", "1.200±0.200", "-0.300±0.224"],
                      "Reward ↑": ["0.725±0.006", "0.738±0.006", "+0.013±0.008"]}
     assert table_width(table) <= 80
+
+
+def test_the_report_md_table_has_a_row_per_model_and_the_differences_in_the_same_columns():
+    rows = {"base": {"R@1": (0.25, 0.012), "FID": (1.5, 0.1)}, "aligned": {"R@1": (0.27, 0.016), "FID": (1.2, 0.2)}}
+    lines = comparison_markdown(rows)
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert len({len(row) for row in cells}) == 1 and set(cells[1]) == {"---"}
+    table = {row[0]: dict(zip(cells[0][1:], row[1:], strict=True)) for row in cells[2:]}
+    assert table["base"]["R@1 ↑"] == "0.250±0.012" and table["aligned"]["FID ↓"] == "1.200±0.200"
+    assert table["Δ aligned-base"]["R@1 ↑"] == "+0.020" and table["Δ aligned-base"]["FID ↓"] == "-0.300"
+    assert table["base"]["Reward ↑"] == table["Δ aligned-base"]["Reward ↑"] == "-"
 
 
 def test_the_progress_line_is_one_complete_line_with_learner_and_pipeline_fields():

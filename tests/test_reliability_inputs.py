@@ -300,7 +300,7 @@ def _folder(root: Path, feature_dim: int, second_dim: int | None = None, second_
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, tiny_dataset) -> Iterator[dict[str, str]]:
     """Every file the cases feed the CLI, built in seconds: tiny models, broken checkpoints, bad folders."""
-    from sopo_ray.data.store import load_dataset
+    from sopo_ray.data import load_dataset
     from sopo_ray.models.generator import build_generator, save_generator
     from sopo_ray.reward.tmr import TMRReward
 

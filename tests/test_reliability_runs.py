@@ -40,7 +40,7 @@ def test_metrics_writer_never_appends_to_a_cut_off_line(tmp_path, text, kept, dr
 
 def test_an_interrupted_dataset_build_leaves_no_half_written_folder(tmp_path, monkeypatch):
     """Ctrl-C (or any error) while the build writes its splits removes the hidden staging folder."""
-    from sopo_ray.data import synthetic
+    from sopo_ray.data.synthetic import build as synthetic
 
     calls = []
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from sopo_ray.data.store import load_dataset
+from sopo_ray.data import load_dataset
 from sopo_ray.reward.diagnostics import GroupScores, pairwise_agreement, ranking_figures
 from sopo_ray.reward.hard_negatives import counterfactuals
 from sopo_ray.reward.oracle import OracleReward, rollout_reward

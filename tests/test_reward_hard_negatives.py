@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sopo_ray.data.store import load_dataset
+from sopo_ray.data import load_dataset
 from sopo_ray.motion.features import root_trajectory
 from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals
 

@@ -11,7 +11,8 @@ import torch
 from sopo_ray.checkpoint import save_checkpoint
 from sopo_ray.config import RewardConfig
 from sopo_ray.errors import CheckpointError
-from sopo_ray.reward.tmr import TMRReward, load_reward
+from sopo_ray.reward import load_reward
+from sopo_ray.reward.tmr import TMRReward
 from sopo_ray.reward.training import contrastive_loss, feature_statistics, fit_reward, recall_at, retrieval_metrics
 
 torch.set_num_threads(1)
@@ -69,19 +70,24 @@ def test_negative_filter_removes_near_duplicate_captions_from_the_loss() -> None
     torch.manual_seed(0)
     z_t = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
     z_m = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    distinct = torch.eye(4, dtype=torch.bool)     # no two captions share their text
     sent = torch.eye(4)
-    sent[1] = sent[0]  # captions 0 and 1 are identical: text similarity 1
-    filtered = contrastive_loss(z_t, z_m, sent, 0.1, negative_filter=0.8)
-    unfiltered = contrastive_loss(z_t, z_m, sent, 0.1, negative_filter=1.0)
+    sent[1] = sent[0]  # the sentence embeddings of captions 0 and 1 are identical: similarity 1
+    filtered = contrastive_loss(z_t, z_m, distinct, 0.1, sent, negative_filter=0.8)
+    unfiltered = contrastive_loss(z_t, z_m, distinct, 0.1, sent, negative_filter=1.0)
     logits = z_t @ z_m.T / 0.1
-    logits[0, 1] = logits[1, 0] = float("-inf")
     target = torch.arange(4)
     ce = torch.nn.functional.cross_entropy
+    torch.testing.assert_close(unfiltered, (ce(logits, target) + ce(logits.T, target)) / 2)
+    logits[0, 1] = logits[1, 0] = float("-inf")
     by_hand = (ce(logits, target) + ce(logits.T, target)) / 2
     torch.testing.assert_close(filtered, by_hand)
     assert not torch.allclose(filtered, unfiltered)
+    same_text = distinct.clone()
+    same_text[0, 1] = same_text[1, 0] = True      # the same pair as equal caption text: not a negative either
+    torch.testing.assert_close(contrastive_loss(z_t, z_m, same_text, 0.1), by_hand)
     all_same = torch.ones(4, 8)
-    assert float(contrastive_loss(z_t, z_m, all_same, 0.1, 0.8)) == pytest.approx(0.0, abs=1e-6)
+    assert float(contrastive_loss(z_t, z_m, distinct, 0.1, all_same, 0.8)) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_feature_statistics_ignore_padding() -> None:

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from sopo_ray.cli import main
-from sopo_ray.toy import METHODS, MODES, ToySettings, evaluate, run_toy, summarize, true_preference
+from sopo_ray.toy.align import evaluate, run_toy, summarize
+from sopo_ray.toy.world import METHODS, MODES, ToySettings, true_preference
 
 torch.set_num_threads(1)
 
@@ -89,6 +90,6 @@ def test_sopo_beats_offline_and_online_dpo_over_seeds():
 
 def test_cli_defaults_match_toy_settings():
     from sopo_ray.commands.toy import DEFAULT_STEPS
-    from sopo_ray.toy import ToySettings
+    from sopo_ray.toy.world import ToySettings
 
     assert ToySettings().steps == DEFAULT_STEPS

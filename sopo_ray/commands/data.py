@@ -54,8 +54,9 @@ def run_build(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from sopo_ray.data.store import REAL_SPLITS, SPLITS, load_dataset, read_meta
-    from sopo_ray.data.synthetic import build_synthetic
+    from sopo_ray.data import load_dataset
+    from sopo_ray.data.dataset import REAL_SPLITS, SPLITS, read_meta
+    from sopo_ray.data.synthetic.build import build_synthetic
 
     cfg = _config(args)
     check_data_root(cfg.data)
@@ -84,8 +85,8 @@ def run_show(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from sopo_ray.data.oracle import oracle_score
-    from sopo_ray.data.store import load_dataset
+    from sopo_ray.data import load_dataset
+    from sopo_ray.data.synthetic.oracle import oracle_score
     from sopo_ray.motion.features import features_to_joints
     from sopo_ray.motion.render import render_filmstrip, render_gif
 

@@ -13,16 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from sopo_ray.cli import add_config_args, check_seed
 from sopo_ray.config import Config, config_to_dict, load_config, with_overrides
 from sopo_ray.console import make_console, print_table
 from sopo_ray.errors import CheckpointError
 from sopo_ray.paths import check_output_file
-
-HEADERS = {"R@1": "R@1 ↑", "R@2": "R@2 ↑", "R@3": "R@3 ↑", "FID": "FID ↓", "MM-Dist": "MM-Dist ↓",
-           "Diversity": "Diversity →", "MultiModality": "MModality ↑", "Oracle": "Oracle ↑", "Reward": "Reward ↑"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,22 +57,18 @@ def resolve_config(args: argparse.Namespace, first_ckpt_config: dict[str, Any] |
                               "pass --config with the config it was trained with") from None
 
 
-def format_cell(value: tuple[float, float] | None) -> str:
-    """`mean±ci` with 3 decimals, or '-' for a metric that does not apply."""
-    return "-" if value is None else f"{value[0]:.3f}±{value[1]:.3f}"
-
-
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print/write one table per split."""
     import torch
 
     from sopo_ray import artifacts
     from sopo_ray.checkpoint import load_checkpoint
-    from sopo_ray.data.store import eval_splits, load_dataset
+    from sopo_ray.data import eval_splits, load_dataset
     from sopo_ray.evaluation.evaluator import load_evaluator
     from sopo_ray.evaluation.protocol import COLUMNS, evaluate_generator, evaluate_real
+    from sopo_ray.evaluation.tables import models_table
     from sopo_ray.models.generator import load_generator
-    from sopo_ray.reward.tmr import load_reward
+    from sopo_ray.reward import load_reward
 
     check_seed("--seed", args.seed)
     if args.out:
@@ -124,14 +115,9 @@ def run(args: argparse.Namespace) -> int:
             start = time.time()
             rows[path] = evaluate_generator(gen, evaluator, reward, dataset, cfg, args.seed, progress=True)
             timings[path] = round(time.time() - start, 1)
-        table = Table(title=f"{split} split: mean ± 95% CI over {cfg.evaluator.replications} replications "
-                            f"(seed {args.seed}, {cfg.diffusion.sample_steps} sampling steps)")
-        table.add_column("Model", no_wrap=True)
-        for key in COLUMNS:
-            table.add_column(HEADERS[key], justify="right", no_wrap=True)
-        for name, row in rows.items():
-            table.add_row(name, *(format_cell(row.get(key)) for key in COLUMNS))
-        print_table(console, table)  # every cell whole, whatever the terminal's (or log's) width
+        title = (f"{split} split: mean ± 95% CI over {cfg.evaluator.replications} replications (seed {args.seed}, "
+                 f"{cfg.diffusion.sample_steps} sampling steps)")
+        print_table(console, models_table(rows, title))  # every cell whole, whatever the terminal's (or log's) width
         results[split] = {"seconds": timings, "motions": len(dataset),
                           "rows": {name: {k: {"mean": v[0], "ci95": v[1]} for k, v in row.items()}
                                    for name, row in rows.items()}}

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the dashboard and print where it went."""
-    from sopo_ray.distributed.report import plot_dashboard
+    from sopo_ray.distributed.dashboard import plot_dashboard
 
     metrics = args.run_dir / "metrics.jsonl"
     if not metrics.is_file():

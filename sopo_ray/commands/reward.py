@@ -77,7 +77,7 @@ def run_train(args: argparse.Namespace) -> int:
 def run_score(args: argparse.Namespace) -> int:
     """Print r(motion, caption) for each caption."""
     from sopo_ray import artifacts
-    from sopo_ray.reward.tmr import load_reward
+    from sopo_ray.reward import load_reward
 
     if any(not caption.strip() for caption in args.captions):
         raise DataError('empty caption: describe the motion, e.g. '
@@ -117,10 +117,10 @@ def run_check(args: argparse.Namespace) -> int:
 
     from sopo_ray import artifacts
     from sopo_ray.algorithm import calibrate_tau
-    from sopo_ray.data.store import load_dataset
+    from sopo_ray.data import load_dataset
     from sopo_ray.models.generator import load_generator
+    from sopo_ray.reward import load_reward
     from sopo_ray.reward.diagnostics import ranking_figures, score_policy_samples
-    from sopo_ray.reward.tmr import load_reward
 
     cfg = load_config(args.config, args.overrides)
     if cfg.data.source != "synthetic":

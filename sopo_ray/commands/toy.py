@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from pydantic import ValidationError
 
-    from sopo_ray.toy import METHODS, ToySettings, run_toy, summarize
+    from sopo_ray.toy.align import run_toy, summarize
+    from sopo_ray.toy.world import METHODS, ToySettings
 
     try:
         settings = [ToySettings(seed=args.seed + i, steps=args.steps, reward=args.reward)
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         results.append(run_toy(s))
         console.print(f"seed {s.seed}: done in {time.perf_counter() - start:.1f} s")
-    from sopo_ray.toy_plot import plot_toy  # matplotlib only when a figure is written
+    from sopo_ray.toy.plot import plot_toy  # matplotlib only when a figure is written
 
     args.out.mkdir(parents=True, exist_ok=True)
     figure = plot_toy(results[0], args.out / "toy.png")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sopo_ray.config import DataConfig
-from sopo_ray.data.store import MotionDataset
+from sopo_ray.data.dataset import MotionDataset
 from sopo_ray.errors import DataError
 from sopo_ray.motion.features import load_mean_std
 

@@ -38,7 +38,7 @@ from rich.live import Live
 from sopo_ray import artifacts, memory, trackers
 from sopo_ray.config import Config, config_to_dict, with_absolute_paths
 from sopo_ray.console import make_console
-from sopo_ray.distributed import cluster
+from sopo_ray.distributed import cluster, placement
 from sopo_ray.distributed.control import RunControl
 from sopo_ray.distributed.group import caption_table
 from sopo_ray.distributed.learner import CountLearnerFailures, LearnerSetup, train_loop_per_worker
@@ -135,7 +135,7 @@ class Driver:
         info = cluster.connect(cfg.cluster, logging_level=driver_log_level(cfg.log.verbose))
         if joined:
             memory.check_fits(cfg, cluster.largest_node_memory(), "the cluster's largest node", whole_run=False)
-        self.use_gpu = cluster.check_resources(cfg)["use_gpu"]
+        self.use_gpu = placement.check_resources(cfg)["use_gpu"]
         if cfg.cluster.rollout_resource and not cfg.cluster.learner_resource:
             self.console.print("[yellow]warning:[/] cluster.rollout_resource is set but cluster.learner_resource is "
                                "not: Ray may place learners on rollout nodes and leave rollout actors without room; "
@@ -165,7 +165,7 @@ class Driver:
         """Object-store payloads, tau, the plan, and the helper actors at version 0 or, with --resume, at the
         newest checkpoint's version with its queue contents and counters; then the trackers."""
         cfg, art = self.cfg, self.art
-        helper = cluster.actor_options(cfg.cluster, "helper", self.use_gpu)
+        helper = placement.actor_options(cfg.cluster, "helper", self.use_gpu)
         self.refs = {"base": ray.put(art.base_payload), "reward": ray.put(art.reward_payload),
                      "train": ray.put(art.train)}
         self.tau = self._resolve_tau()
@@ -219,7 +219,7 @@ class Driver:
         trainer = TorchTrainer(
             train_loop_per_worker, train_loop_config={"setup": setup},
             scaling_config=ScalingConfig(num_workers=cfg.cluster.num_learners, use_gpu=self.use_gpu,
-                                         resources_per_worker=cluster.train_resources_per_worker(cfg.cluster,
+                                         resources_per_worker=placement.train_resources_per_worker(cfg.cluster,
                                                                                                  self.use_gpu)),
             run_config=RunConfig(name=self.storage.new_session(), storage_path=self.storage.root,
                                  failure_config=FailureConfig(max_failures=cfg.faults.max_learner_failures),
@@ -295,9 +295,11 @@ class Driver:
             return 128 + (self.stop_signal or signal.SIGINT)
         report = None
         if self.cfg.log.final_eval:
-            from sopo_ray.distributed.report import evaluate_and_report
+            from sopo_ray.distributed.dashboard import plot_dashboard
+            from sopo_ray.evaluation.report import evaluate_and_report
 
             report = evaluate_and_report(self.cfg, self.art, policy_path, self.run_dir, self.console)
+            plot_dashboard(self.run_dir / "metrics.jsonl", self.run_dir / "dashboard.png")
             self.metrics.log(status.get("step", 0), event="eval", **eval_record(report))
         print_summary(self.console, self.run_dir, objective=self.spec.name, steps=status.get("step"),
                       elapsed_s=time.time() - self.started, policy=policy_path, report=report,

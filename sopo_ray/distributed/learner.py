@@ -237,9 +237,8 @@ class Learner:
                             version=self.version, health=dict(self.health), reference=setup.reference_id,
                             tau=setup.tau, kind_of_model=m.policy.kind)
             if setup.queue is not None:
-                pipeline = capture_pipeline(setup.queue, setup.store, self.version,
+                pipeline = capture_pipeline(setup.queue, setup.store, self.plan, self.step,
                                             keep_groups=cfg.checkpoint.keep_queue_on_resume,
-                                            deterministic=cfg.deterministic, max_staleness=cfg.schedule.max_staleness,
                                             timeout_s=cfg.faults.sync_timeout_s)
                 save_checkpoint(Path(tmp) / PIPELINE_FILE, "pipeline", pipeline.to_state(), config, data_id,
                                 step=self.step)

@@ -3,8 +3,8 @@ and with `cluster.autoscale` grows and shrinks with the cluster.
 
 Size. Without autoscaling the pool holds `cluster.num_rollout_workers` actors from the start (`check_resources`
 has made sure they fit). With `cluster.autoscale` the driver first asks the autoscaler for room for all of them
-(`cluster.request_rollout_resources`), and the pool holds as many as the alive nodes can host now
-(`cluster.rollout_capacity`): it starts more as nodes arrive, and when a node goes away its actors die with it
+(`placement.request_rollout_resources`), and the pool holds as many as the alive nodes can host now
+(`placement.rollout_capacity`): it starts more as nodes arrive, and when a node goes away its actors die with it
 and are not replaced (counted as `worker_node_lost`, not as failures). The learners never wait for the pool to
 be complete: they train on whatever the queue holds, so the schedule (sync interval, staleness, back-pressure)
 is the same with 1 or 64 rollout actors, only the learner's idle fraction changes.
@@ -30,7 +30,7 @@ from rich.console import Console
 
 from sopo_ray.checkpoint import load_checkpoint, save_checkpoint
 from sopo_ray.config import Config, config_to_dict
-from sopo_ray.distributed import cluster
+from sopo_ray.distributed import placement
 from sopo_ray.distributed.group import RolloutGroup
 
 
@@ -81,13 +81,13 @@ class RolloutPool:
         cc = self.cfg.cluster
         if not cc.autoscale:
             return cc.num_rollout_workers
-        capacity = cluster.rollout_capacity(cc, self.use_gpu, num_learners=cc.num_learners)
+        capacity = placement.rollout_capacity(cc, self.use_gpu, num_learners=cc.num_learners)
         return min(cc.num_rollout_workers, capacity)
 
     def request_autoscaling(self) -> list[dict[str, float]]:
         """Ask the autoscaler for the whole pool plus the learners (a no-op without `cluster.autoscale`)."""
         cc = self.cfg.cluster
-        return cluster.request_rollout_resources(cc.num_rollout_workers, cc, num_learners=cc.num_learners,
+        return placement.request_rollout_resources(cc.num_rollout_workers, cc, num_learners=cc.num_learners,
                                                  use_gpu=self.use_gpu)
 
     def resize(self, serving: set[str]) -> list[str]:
@@ -109,7 +109,7 @@ class RolloutPool:
     def actor(self, name: str, queue: Any = None) -> Any:
         """A new rollout actor `name` (placed by `cluster.rollout_*`), serving `queue` once it runs."""
         a = self.args
-        options = cluster.actor_options(self.cfg.cluster, "rollout", self.use_gpu)
+        options = placement.actor_options(self.cfg.cluster, "rollout", self.use_gpu)
         return ray.remote(self.worker_cls).options(**options).remote(
             name, self.cfg, a.base, a.reward, a.train, queue, a.store, a.control, a.keep_best, self.use_gpu)
 

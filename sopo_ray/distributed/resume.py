@@ -4,8 +4,10 @@ A checkpoint folder (`learner-<session>/step_<step>/` under the run directory or
 
     learner.pt    policy, optimizer, step, version, health counters, the reference's id, tau (every objective)
     pipeline.pt   objectives with rollouts: the replay queue's `BoardState`, its queued groups (unless
-                  checkpoint.keep_queue_on_resume is off) and, in deterministic mode, every policy version a
-                  re-issued ticket may still need
+                  checkpoint.keep_queue_on_resume is off) and the weights of the policy versions tickets may still
+                  need that the learner's policy is not: in deterministic mode every version of the staleness
+                  window, and the current version whenever the checkpoint falls inside a sync window (the policy has
+                  moved on since that version was published)
 
 Learner rank 0 writes both (`capture_pipeline` for the second); every learner continues from the newest checkpoint
 whose learner.pt loads (`newest_loadable`, also after Ray Train restarted it); the driver of a resumed run puts
@@ -23,6 +25,7 @@ import torch
 
 from sopo_ray.checkpoint import load_checkpoint
 from sopo_ray.distributed.group import RolloutGroup
+from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.distributed.storage import RunStorage, local_copy
 from sopo_ray.distributed.ticket_board import BoardState
 from sopo_ray.distributed.weights import call_with_timeout, fetch_weights
@@ -52,19 +55,25 @@ class PipelineState:
         return cls(BoardState.from_state(state["queue"]), groups, {int(v): w for v, w in state["versions"].items()})
 
 
-def capture_pipeline(queue: Any, store: Any, version: int, *, keep_groups: bool, deterministic: bool,
-                     max_staleness: int, timeout_s: float) -> PipelineState:
-    """The replay queue's state as a learner at `version` checkpoints it: the board, the queued groups (when
-    `keep_groups`) and, in deterministic mode, the weights of every version a re-issued ticket names or a ticket
-    of the staleness window may need (tickets name exact versions there)."""
+def capture_pipeline(queue: Any, store: Any, plan: SchedulePlan, step: int, *, keep_groups: bool,
+                     timeout_s: float) -> PipelineState:
+    """The replay queue's state as a learner checkpoints it after `step` steps: the board, the queued groups (when
+    `keep_groups`) and the weights of the versions a resumed ticket may need that the learner's own policy does
+    not hold. In deterministic mode tickets name exact versions: every version a re-issued ticket names or the
+    staleness window allows. In either mode the current version when `step` is inside its sync window: rollouts
+    sample with that version's weights, not with the policy trained since."""
+    version = plan.version_at(step)
     snap = call_with_timeout(queue.snapshot.remote(keep_groups), timeout_s, "learner: snapshotting the replay queue")
     groups = call_with_timeout(snap.refs, timeout_s, "learner: queue groups") if keep_groups else None
+    needed = set()
+    if plan.deterministic:
+        needed = {t.version for t in snap.state.reissue}.union(range(max(0, version - plan.max_staleness), version))
+    if step != version * plan.sync_interval:
+        needed.add(version)
     versions = {}
-    if deterministic:
-        window = range(max(0, version - max_staleness), version)
-        for v in sorted({t.version for t in snap.state.reissue}.union(window) - {version}):
-            _, state = fetch_weights(store, v, timeout_s, "learner checkpoint")
-            versions[v] = {k: torch.from_numpy(np.array(a)) for k, a in state.items()}
+    for v in sorted(needed):
+        _, state = fetch_weights(store, v, timeout_s, "learner checkpoint")
+        versions[v] = {k: torch.from_numpy(np.array(a)) for k, a in state.items()}
     return PipelineState(snap.state, groups, versions)
 
 
@@ -112,8 +121,9 @@ def newest_loadable(storage: RunStorage, data_id: str | None = None, with_queue:
 
 def restore_services(point: ResumePoint, base_state: dict[str, torch.Tensor], store: Any, queue: Any) -> int:
     """Publish the weights a run continues from and refill its replay queue; returns the learner step it
-    continues at. Without a checkpoint that is version 0 = the base model; otherwise the checkpoint's old versions
-    (those its re-issued tickets need), its queue, and its policy as the checkpoint's version."""
+    continues at. Without a checkpoint that is version 0 = the base model; otherwise the versions its pipeline.pt
+    holds, its queue, and its policy as the checkpoint's version unless pipeline.pt holds that version's own
+    weights (the checkpoint fell inside a sync window)."""
     if point.learner is None:
         ray.get(store.publish.remote(0, 0, {k: v.numpy() for k, v in base_state.items()}))
         return 0
@@ -122,6 +132,7 @@ def restore_services(point: ResumePoint, base_state: dict[str, torch.Tensor], st
             ray.get(store.publish.remote(v, 0, {k: t.numpy() for k, t in state.items()}))
         ray.get(queue.restore.remote(point.pipeline.board, point.pipeline.groups, "resume"))
     learner = point.learner
-    policy = {k: v.numpy() for k, v in learner["state"]["policy"].items()}
-    ray.get(store.publish.remote(int(learner["version"]), int(learner["step"]), policy))
+    if point.pipeline is None or int(learner["version"]) not in point.pipeline.versions:
+        policy = {k: v.numpy() for k, v in learner["state"]["policy"].items()}
+        ray.get(store.publish.remote(int(learner["version"]), int(learner["step"]), policy))
     return int(learner["step"])

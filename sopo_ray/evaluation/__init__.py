@@ -1,7 +1,9 @@
-"""Evaluation only (never training or selection): an independent T2M-style evaluator, the T2M metrics, and the
-replicated protocol behind `sopo evaluate`."""
+"""Evaluation only (never training or selection):
 
-from sopo_ray.evaluation.evaluator import T2MEvaluator, load_evaluator, train_evaluator
-from sopo_ray.evaluation.protocol import COLUMNS, evaluate_generator, evaluate_real
-
-__all__ = ["COLUMNS", "T2MEvaluator", "evaluate_generator", "evaluate_real", "load_evaluator", "train_evaluator"]
+    evaluator.py     an independent T2M-style text/motion evaluator (trained on the train split only)
+    t2m_official.py  the released T2M evaluator of Guo et al., imported key for key (real data)
+    metrics.py       R-precision, FID, MM-Dist, Diversity, MultiModality, mean and 95% CI
+    protocol.py      the replicated protocol behind `sopo evaluate` (generate, embed, score, repeat)
+    tables.py        how results read: headers, `mean±ci` cells, the tables of evaluate, a run and an experiment
+    report.py        a run's final evaluation: base vs aligned on every held-out split, report.json / report.md
+"""

@@ -14,7 +14,6 @@ pairs with identical captions. Motions are cropped to random windows of a multip
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from pathlib import Path
@@ -28,13 +27,14 @@ from torch import Tensor, nn
 
 from sopo_ray.checkpoint import load_checkpoint
 from sopo_ray.config import Config, EvaluatorConfig
-from sopo_ray.data.store import MotionDataset
+from sopo_ray.data.dataset import MotionDataset
 from sopo_ray.errors import CheckpointError
 from sopo_ray.evaluation import metrics
-from sopo_ray.tracking import MetricsWriter, fit_and_save
+from sopo_ray.fitting import fit_and_save
+from sopo_ray.lr_schedule import warmup_cosine
+from sopo_ray.tracking import MetricsWriter
 
 KIND = "evaluator"
-OFFICIAL_KIND = "t2m_official"  # the released T2M evaluator, imported by sopo_ray/evaluation/t2m_official.py
 SPECIALS = ("<pad>", "<unk>", "<sos>", "<eos>")
 UNIT = 4  # the two stride-2 convolutions downsample time by 4
 CONTACT_DIMS = 4  # HumanML3D / KIT-ML features end with 4 foot-contact flags, which T2M's evaluator drops
@@ -205,8 +205,7 @@ def fit_evaluator(train: MotionDataset, val: MotionDataset | None, ecfg: Evaluat
     model = T2MEvaluator(train.mean, train.std, build_vocab(train.captions), ecfg.hidden_dim, ecfg.latent_dim)
     opt = torch.optim.AdamW(model.parameters(), lr=ecfg.lr, weight_decay=0.01)
     warmup = max(1, min(100, ecfg.steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
-        1.0 + math.cos(math.pi * min(1.0, s / max(1, ecfg.steps)))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, ecfg.steps, warmup, overlap=True))
     batch = min(ecfg.batch_size, len(train))
     result: dict[str, float] = {}
     model.train()
@@ -248,10 +247,11 @@ def load_evaluator(path: str | Path, data_id: str | None = None,
                    device: str | torch.device = "cpu") -> T2MEvaluator:
     """Load a trained evaluator (kind "evaluator", or the imported released T2M evaluator, kind "t2m_official",
     which has the same interface), in eval mode; `data_id` refuses one from another dataset."""
+    from sopo_ray.evaluation.t2m_official import KIND as OFFICIAL_KIND
+    from sopo_ray.evaluation.t2m_official import official_evaluator_from_payload
+
     payload = load_checkpoint(path, (KIND, OFFICIAL_KIND), data_id)
     if payload["kind"] == OFFICIAL_KIND:
-        from sopo_ray.evaluation.t2m_official import official_evaluator_from_payload
-
         return official_evaluator_from_payload(payload).to(device)  # type: ignore[return-value]
     arch = payload["arch"]
     d = arch["feature_dim"]

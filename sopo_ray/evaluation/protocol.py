@@ -19,8 +19,8 @@ import torch
 from rich.progress import Progress
 
 from sopo_ray.config import Config
-from sopo_ray.data.oracle import oracle_score
-from sopo_ray.data.store import MotionDataset
+from sopo_ray.data.dataset import MotionDataset
+from sopo_ray.data.synthetic.oracle import oracle_score
 from sopo_ray.errors import DataError
 from sopo_ray.evaluation import metrics
 from sopo_ray.evaluation.evaluator import T2MEvaluator

@@ -31,8 +31,10 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from sopo_ray.checkpoint import load_foreign, match_state, save_checkpoint
 from sopo_ray.data.humanml3d import parse_text_line
 from sopo_ray.errors import CheckpointError, DataError
-from sopo_ray.evaluation.evaluator import OFFICIAL_KIND as KIND
 from sopo_ray.reward.tmr import as_motion_batch
+
+KIND = "t2m_official"
+"""Checkpoint kind of an imported released T2M evaluator (`evaluator.load_evaluator` reads it too)."""
 
 POS = ("VERB", "NOUN", "DET", "ADP", "NUM", "AUX", "PRON", "ADJ", "ADV",
        "Loc_VIP", "Body_VIP", "Obj_VIP", "Act_VIP", "Desc_VIP", "OTHER")

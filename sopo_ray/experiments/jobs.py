@@ -82,10 +82,10 @@ def run_job(cfg: Config, job: dict[str, Any]) -> dict[str, Any]:
     """Run one evaluation job (see the module docstring); returns {metric: [mean, ci95]} or samples."""
     import torch
 
-    from sopo_ray.data.store import load_dataset
+    from sopo_ray.data import load_dataset
     from sopo_ray.evaluation.evaluator import load_evaluator
     from sopo_ray.evaluation.protocol import evaluate_generator, evaluate_real, run_protocol
-    from sopo_ray.reward.tmr import load_reward
+    from sopo_ray.reward import load_reward
 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)

@@ -10,21 +10,13 @@ from typing import Any
 import numpy as np
 
 from sopo_ray.evaluation.protocol import COLUMNS
+from sopo_ray.evaluation.tables import HEADERS, cell, markdown
+from sopo_ray.plotting import by_step, pyplot, save, series, smooth
 from sopo_ray.tracking import read_metrics
 
-HEADERS = {"R@1": "R@1 ↑", "R@2": "R@2 ↑", "R@3": "R@3 ↑", "FID": "FID ↓", "MM-Dist": "MM-Dist ↓",
-           "Diversity": "Div →", "MultiModality": "MModality", "Oracle": "Oracle ↑", "Reward": "Reward ↑",
-           "Oracle-all": "Oracle, all motions ↑"}
 # The paper's columns, ours, then the oracle on every motion of the split (`evaluation.protocol.oracle_per_motion`).
 TABLE_COLUMNS = (*COLUMNS, "Oracle-all")
 LABELS = {"base": "base", "sft": "SFT", "offline_dpo": "offline DPO", "online_dpo": "online DPO", "sopo": "SoPo"}
-
-
-def cell(value: list[float] | None, digits: int = 3) -> str:
-    """`mean±ci` or '-'."""
-    if value is None:
-        return "-"
-    return f"{value[0]:.{digits}f}±{value[1]:.{digits}f}"
 
 
 def _ratio(a: float | None, b: float | None) -> str:
@@ -35,27 +27,27 @@ SPLIT_NAMES = {"test": "in-distribution test split", "compositional": "compositi
 MARK = {"better": "better", "worse": "**worse**", "tie": "tie"}
 
 
-def comparison_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
+def seeds_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
     """Markdown rows of one base's table on one split: Real, base and every method (mean ± 95% CI over the
     training seeds), with each method's training cost."""
     entry = results["bases"][kind]
     result = entry["splits"][split]
     pre = entry["pretrain"]
     head = ["model", *(HEADERS[k] for k in TABLE_COLUMNS), "align wall s", "wall / pretrain", "passes / pretrain"]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     rows: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [("real motions", result["real"], []),
                                                                      (f"{kind.upper()} base", result["base"], [])]
     for method, row in result["methods"].items():
         runs = [entry["runs"][f"{method}/seed-{s}"] for s in entry["seeds"]]
         rows.append((f"{kind.upper()} + {LABELS[method]}", row["mean"], runs))
+    cells = []
     for name, table, runs in rows:
         cost = ["-", "-", "-"]
         if runs:
             wall = sum(r["wall_s"] for r in runs) / len(runs)
             passes = sum(r["cost"]["sample_passes"] for r in runs) / len(runs)
             cost = [f"{wall:.0f}", _ratio(wall, pre["wall_s"]), _ratio(passes, pre["sample_passes"])]
-        lines.append("| " + " | ".join([name, *(cell(table.get(k)) for k in TABLE_COLUMNS), *cost]) + " |")
-    return lines
+        cells.append([name, *(cell(table.get(k)) for k in TABLE_COLUMNS), *cost])
+    return markdown(head, cells)
 
 
 def verdict_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
@@ -64,11 +56,10 @@ def verdict_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
     if "verdict" not in result:
         return []
     keys = [k for k in TABLE_COLUMNS if any(k in v for v in result["verdict"].values())]
-    lines = ["| SoPo against | " + " | ".join(HEADERS[k] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for other, marks in result["verdict"].items():
-        label = f"{kind.upper()} base" if other == "base" else LABELS[other]
-        lines.append(f"| {label} | " + " | ".join(MARK[marks[k]] if k in marks else "-" for k in keys) + " |")
-    return lines
+    return markdown(["SoPo against", *(HEADERS[k] for k in keys)],
+                    [[f"{kind.upper()} base" if other == "base" else LABELS[other],
+                      *(MARK[marks[k]] if k in marks else "-" for k in keys)]
+                     for other, marks in result["verdict"].items()])
 
 
 def vs_base_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
@@ -78,13 +69,10 @@ def vs_base_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
     if not all("vs_base" in row for row in methods.values()):
         return []
     keys = [k for k in TABLE_COLUMNS if any(k in row["vs_base"] for row in methods.values())]
-    lines = ["| Δ from the base, over seeds | " + " | ".join(HEADERS[k] for k in keys) + " |",
-             "|---" * (len(keys) + 1) + "|"]
-    for method, row in methods.items():
-        cells = [f"{row['vs_base'][k][0]:+.3f}±{row['vs_base'][k][1]:.3f}" if k in row["vs_base"] else "-"
-                 for k in keys]
-        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
-    return lines
+    return markdown(["Δ from the base, over seeds", *(HEADERS[k] for k in keys)],
+                    [[LABELS[method], *(f"{row['vs_base'][k][0]:+.3f}±{row['vs_base'][k][1]:.3f}"
+                                        if k in row["vs_base"] else "-" for k in keys)]
+                     for method, row in methods.items()])
 
 
 def pretrain_line(results: dict[str, Any], kind: str) -> str:
@@ -98,53 +86,22 @@ def ablation_table(results: dict[str, Any]) -> list[str]:
     """Markdown rows of the ablations: one row per run, the changed key first."""
     abl = results["ablations"]
     keys = ("R@1", "R@3", "FID", "MM-Dist", "Diversity", "Oracle", "Reward")
-    head = ["setting", *(HEADERS[k] for k in keys), "r(x^l)<tau", "wall s"]
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    default = "default (" + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in abl["defaults"].items()) + ")"
+    cells = []
     for name, row in abl["rows"].items():
-        label = "default (" + ", ".join(f"{k.split('.')[-1]}={v}" for k, v in abl["defaults"].items()) + ")" \
-            if name == "default" else name
         below = "-" if row["below_tau"] is None else f"{row['below_tau']:.2f}"
-        lines.append("| " + " | ".join([label, *(cell(row["eval"].get(k)) for k in keys), below,
-                                        f"{row['run']['wall_s']:.0f}"]) + " |")
-    return lines
-
-
-def _smooth(values: np.ndarray, window: int = 10) -> np.ndarray:
-    if len(values) < window:
-        return values
-    padded = np.concatenate([np.full(window - 1, values[0]), values])
-    return np.convolve(padded, np.ones(window) / window, mode="valid")
+        cells.append([default if name == "default" else name, *(cell(row["eval"].get(k)) for k in keys), below,
+                      f"{row['run']['wall_s']:.0f}"])
+    return markdown(["setting", *(HEADERS[k] for k in keys), "r(x^l)<tau", "wall s"], cells)
 
 
 def _series(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
-    steps = {r["step"]: r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "step"}
-    pairs = [(s, steps[s][key]) for s in sorted(steps) if isinstance(steps[s].get(key), int | float)]
-    if not pairs:
-        return np.zeros(0), np.zeros(0)
-    x, y = zip(*pairs, strict=True)
-    return np.asarray(x, float), np.asarray(y, float)
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(plt: Any, fig: Any, out_png: Path) -> Path:
-    """Lay out, write (90 dpi) and close a figure; returns the path."""
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return series(by_step(read_metrics(run_dir / "metrics.jsonl")), key)
 
 
 def plot_training(results: dict[str, Any], out_png: Path) -> Path:
     """Per base: loss and reward of the trained groups (best of K, and r(x^l)) against the learner step."""
-    plt = _plt()
+    plt = pyplot()
     kinds = list(results["bases"])
     fig, axes = plt.subplots(len(kinds), 2, figsize=(12, 3.8 * len(kinds)), squeeze=False)
     for row, kind in zip(axes, kinds, strict=True):
@@ -153,11 +110,11 @@ def plot_training(results: dict[str, Any], out_png: Path) -> Path:
             run_dir = Path(run_dir_name)
             x, y = _series(run_dir, "loss/loss")
             ax = sft_axis if method == "sft" else row[0]
-            ax.plot(x, _smooth(y), color=f"C{i}", label=LABELS[method] + (" (right axis)" if method == "sft" else ""))
+            ax.plot(x, smooth(y), color=f"C{i}", label=LABELS[method] + (" (right axis)" if method == "sft" else ""))
             for key, style in (("reward/best", "-"), ("reward/x_l", ":")):
                 x, y = _series(run_dir, key)
                 if len(y):
-                    row[1].plot(x, _smooth(y), style, color=f"C{i}", label=f"{LABELS[method]} {key.split('/')[1]}")
+                    row[1].plot(x, smooth(y), style, color=f"C{i}", label=f"{LABELS[method]} {key.split('/')[1]}")
         row[0].set_title(f"{kind.upper()}: training loss (smoothed; DPO-style left, SFT right)")
         sft_axis.legend(fontsize=7, loc="lower right")
         row[1].set_title(f"{kind.upper()}: reward of trained groups (— best of K, ··· x^l)")
@@ -165,12 +122,12 @@ def plot_training(results: dict[str, Any], out_png: Path) -> Path:
             ax.set_xlabel("learner step")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
-    return _save(plt, fig, out_png)
+    return save(fig, out_png)
 
 
 def plot_curves(results: dict[str, Any], out_png: Path) -> Path:
     """Per base: oracle accuracy and mean reward of intermediate checkpoints against the learner step."""
-    plt = _plt()
+    plt = pyplot()
     kinds = list(results["bases"])
     fig, axes = plt.subplots(len(kinds), 2, figsize=(12, 3.8 * len(kinds)), squeeze=False)
     for row, kind in zip(axes, kinds, strict=True):
@@ -184,12 +141,12 @@ def plot_curves(results: dict[str, Any], out_png: Path) -> Path:
             ax.set_xlabel("learner step (0 = base)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    return _save(plt, fig, out_png)
+    return save(fig, out_png)
 
 
 def plot_ablations(results: dict[str, Any], out_png: Path) -> Path:
     """One panel per ablated key: oracle accuracy (left axis) and R@1 (right axis) with 95% CIs."""
-    plt = _plt()
+    plt = pyplot()
     abl = results["ablations"]
     keys = list(abl["defaults"])
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), squeeze=False)
@@ -209,13 +166,13 @@ def plot_ablations(results: dict[str, Any], out_png: Path) -> Path:
         ax.set_ylabel("oracle accuracy", color="C0")
         twin.set_ylabel("R@1", color="C3")
         ax.grid(alpha=0.3)
-    return _save(plt, fig, out_png)
+    return save(fig, out_png)
 
 
 def filmstrip(cfg: Any, results: dict[str, Any], kind: str, out_png: Path, frames: int = 6) -> Path | None:
     """The same held-out captions (same length and noise) from the base model and from the SoPo policy."""
     from sopo_ray import artifacts
-    from sopo_ray.data.store import load_dataset
+    from sopo_ray.data import load_dataset
     from sopo_ray.experiments.jobs import run_jobs
     from sopo_ray.motion.features import features_to_joints
     from sopo_ray.motion.render import render_filmstrip
@@ -256,7 +213,7 @@ def write_markdown(results: dict[str, Any], out_md: Path, figures: dict[str, Pat
     for kind, entry in results.get("bases", {}).items():
         for split in entry["splits"]:
             lines += [f"## {kind.upper()} base, {SPLIT_NAMES.get(split, split)}", "",
-                      *comparison_table(results, kind, split), "", *verdict_table(results, kind, split), "",
+                      *seeds_table(results, kind, split), "", *verdict_table(results, kind, split), "",
                       *vs_base_table(results, kind, split), ""]
         lines += [pretrain_line(results, kind), ""]
     if "ablations" in results:

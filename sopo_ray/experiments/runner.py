@@ -35,7 +35,7 @@ from rich.console import Console
 
 from sopo_ray import artifacts
 from sopo_ray.config import Config, config_to_dict, with_overrides
-from sopo_ray.data.store import eval_splits
+from sopo_ray.data import eval_splits
 from sopo_ray.errors import SopoError
 from sopo_ray.experiments.cost import alignment_cost, pretrain_cost
 from sopo_ray.experiments.jobs import align_jobs, model_paths, run_jobs

@@ -24,6 +24,7 @@ from torch import Tensor
 from sopo_ray.checkpoint import load_checkpoint
 from sopo_ray.config import Config, config_to_dict
 from sopo_ray.errors import CheckpointError, DataError
+from sopo_ray.lr_schedule import warmup_cosine
 from sopo_ray.models.generator import (
     MotionGenerator,
     build_generator,
@@ -85,14 +86,6 @@ def build_training_set(gen: MotionGenerator, dataset: Any) -> TrainingSet:
         ids[i, : len(caps)] = torch.tensor([row[c] for c in caps])
     count = torch.tensor([len(caps) for caps in dataset.captions], dtype=torch.long)
     return TrainingSet(x, lengths, gen.encode_text(unique), ids, count)
-
-
-def lr_at(step: int, total: int, warmup: int, lr: float) -> float:
-    """Linear warm-up to `lr` over `warmup` steps, then cosine decay to 10% of `lr` at `total`."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
 def _phases(cfg: Config) -> list[tuple[str, int]]:
@@ -180,7 +173,7 @@ class Pretrainer:
     def _train_step(self, data: TrainingSet, phase_step: int, phase_steps: int) -> dict[str, float]:
         p = self.cfg.pretrain
         rng = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step)
-        lr = lr_at(phase_step, phase_steps, p.warmup_steps, p.lr)
+        lr = warmup_cosine(phase_step, phase_steps, p.warmup_steps, p.lr, floor=0.1)   # decays to 10% of lr
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         x, lengths, text_emb = data.batch(rng, p.batch_size, p.length_buckets)

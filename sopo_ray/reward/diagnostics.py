@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from sopo_ray.data.oracle import oracle_score
-from sopo_ray.data.store import MotionDataset
+from sopo_ray.data.dataset import MotionDataset
+from sopo_ray.data.synthetic.oracle import oracle_score
 from sopo_ray.distributed.seeds import derive_seed
 
 GATE_FRACTIONS = (0.1, 0.3, 0.5)

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sopo_ray.data.oracle import oracle_score
+from sopo_ray.data.synthetic.oracle import oracle_score
 from sopo_ray.errors import ConfigError
-from sopo_ray.reward.tmr import TMRReward, reward_from_payload
+from sopo_ray.reward import reward_from_payload
+from sopo_ray.reward.tmr import TMRReward
 
 
 class OracleReward:

@@ -14,7 +14,6 @@ sentence embedding through a small MLP. Training lives in `sopo_ray/reward/train
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sopo_ray.checkpoint import load_checkpoint
 from sopo_ray.errors import CheckpointError
 from sopo_ray.models.text_encoder import get_text_encoder, text_encoder_dim
 from sopo_ray.motion.features import root_trajectory
@@ -209,13 +207,9 @@ class TMRReward(nn.Module):
         return ((z_a * z_b).sum(-1).clamp(-1.0, 1.0) + 1.0) / 2.0
 
 
-def reward_from_payload(payload: dict[str, Any]) -> TMRReward:
-    """Rebuild a TMRReward (eval mode) from a loaded checkpoint payload of kind "reward" (or the imported released
-    TMR, kind "tmr_official", which has the same interface)."""
-    if payload["kind"] == OFFICIAL_KIND:
-        from sopo_ray.reward.tmr_official import official_reward_from_payload
-
-        return official_reward_from_payload(payload)  # type: ignore[return-value]
+def tmr_from_payload(payload: dict[str, Any]) -> TMRReward:
+    """Rebuild a TMRReward (eval mode) from a loaded checkpoint payload of kind "reward" (`reward.reward_from_payload`
+    also reads the imported released TMR)."""
     arch = dict(payload["arch"])
     feature_dim = arch.pop("feature_dim")
     model = TMRReward(torch.zeros(feature_dim), torch.ones(feature_dim), **arch)
@@ -225,9 +219,3 @@ def reward_from_payload(payload: dict[str, Any]) -> TMRReward:
         raise CheckpointError(f"reward checkpoint does not fit this model ({str(exc).splitlines()[0][:100]}); "
                               "retrain it with `sopo reward train`") from None
     return model.eval()
-
-
-def load_reward(path: str | Path, data_id: str | None = None, device: str | torch.device = "cpu") -> TMRReward:
-    """Load a trained reward model (kind "reward", or an imported released TMR); `data_id` refuses one trained on
-    another dataset."""
-    return reward_from_payload(load_checkpoint(path, KINDS, data_id)).to(device)

@@ -6,7 +6,6 @@ val split for text-to-motion retrieval (R@1/R@5, reported in the checkpoint and 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +15,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor
 
 from sopo_ray.config import Config, RewardConfig
-from sopo_ray.data.store import MotionDataset
+from sopo_ray.data.dataset import MotionDataset
+from sopo_ray.fitting import fit_and_save
+from sopo_ray.lr_schedule import warmup_cosine
 from sopo_ray.models.text_encoder import get_text_encoder
 from sopo_ray.motion.mirror import mirror_caption, mirror_features
 from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals
 from sopo_ray.reward.tmr import KIND, TMRReward
-from sopo_ray.tracking import MetricsWriter, fit_and_save
+from sopo_ray.tracking import MetricsWriter
 
 
 def feature_statistics(features: np.ndarray, lengths: np.ndarray, min_std: float = 1e-4,
@@ -185,8 +186,7 @@ def fit_reward(train: MotionDataset, val: MotionDataset | None, rcfg: RewardConf
 
     opt = torch.optim.AdamW(model.parameters(), lr=rcfg.lr, weight_decay=0.01)
     warmup = max(1, min(100, rcfg.steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
-        1.0 + math.cos(math.pi * min(1.0, s / max(1, rcfg.steps)))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, rcfg.steps, warmup, overlap=True))
     metrics: dict[str, float] = {}
     model.train()
     columns = (TextColumn("reward"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),

@@ -14,13 +14,8 @@ import ray
 from ray.cluster_utils import Cluster
 
 from sopo_ray.config import load_config
-from sopo_ray.distributed.cluster import (
-    actor_options,
-    check_resources,
-    connect,
-    request_rollout_resources,
-    rollout_capacity,
-)
+from sopo_ray.distributed.cluster import connect
+from sopo_ray.distributed.placement import actor_options, check_resources, request_rollout_resources, rollout_capacity
 from sopo_ray.errors import ClusterError
 
 

@@ -3,7 +3,8 @@
 `synthesize(params, frames, rng)` animates each segment of a motion (locomotion.py, gestures.py, lower.py),
 plays them one after another, adds a little smooth noise, and places the body with forward kinematics
 (pose.py). `build_synthetic(data_cfg)` draws `data.size` motions with their captions, exports them as
-HumanML3D 263-dim features, splits them by parameter combination and writes the dataset folder (store.py).
+HumanML3D 263-dim features, splits them by parameter combination and writes the dataset folder (../dataset.py);
+`load_synthetic` reads a split back, building the folder first when it does not exist.
 Everything is a function of `data.seed` and the motion index, so a build is reproducible.
 """
 
@@ -26,13 +27,14 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from sopo_ray.config import DataConfig
-from sopo_ray.data import gestures, locomotion, lower
-from sopo_ray.data.captions import describe
-from sopo_ray.data.curves import smooth_noise
-from sopo_ray.data.pose import CHANNELS, Style, Track, pose_joints
-from sopo_ray.data.space import HELD_OUT_COMBOS, HELD_OUT_ORDERS, is_held_out, sample_params, segment_frames
-from sopo_ray.data.store import SPLITS, write_split
-from sopo_ray.motion.features import group_mean_std, joints_to_features
+from sopo_ray.data.dataset import SPLITS, MotionDataset, read_meta, read_split, write_split
+from sopo_ray.data.synthetic import gestures, locomotion, lower
+from sopo_ray.data.synthetic.captions import describe
+from sopo_ray.data.synthetic.curves import smooth_noise
+from sopo_ray.data.synthetic.pose import CHANNELS, Style, Track, pose_joints
+from sopo_ray.data.synthetic.space import HELD_OUT_COMBOS, HELD_OUT_ORDERS, is_held_out, sample_params, segment_frames
+from sopo_ray.errors import DataError
+from sopo_ray.motion.features import group_mean_std, joints_to_features, load_mean_std
 
 GENERATOR_VERSION = 2
 """Bump when the generator's output or the split changes, so that old dataset folders are rebuilt (it is in the
@@ -203,3 +205,26 @@ def _replace_folder(staging: Path, root: Path, replace: bool) -> None:
         if not (root / "meta.json").is_file():
             raise
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_synthetic(data_cfg: DataConfig, split: str) -> MotionDataset:
+    """One split of the synthetic dataset at `data_cfg.root`, building the folder first if it does not exist."""
+    root = Path(data_cfg.root)
+    expected = data_id_for(data_cfg)
+    if not (root / "meta.json").is_file():
+        if root.exists() and any(root.iterdir()):
+            raise DataError(f"{root} exists but holds no synthetic dataset (no meta.json); delete it or set "
+                            "data.root to another folder")
+        build_synthetic(data_cfg, replace=False)
+    meta = read_meta(root)
+    if meta.get("data_id") != expected:
+        raise DataError(f"{root} holds synthetic dataset {meta.get('data_id')} but this data config gives "
+                        f"{expected}; rebuild it with `sopo data build` (same --config/--set) or set data.root "
+                        "to another folder")
+    ids, features, lengths, captions, params = read_split(root / f"{split}.parquet")
+    if features.shape[-1] != 263:
+        raise DataError(f"{root / f'{split}.parquet'} has {features.shape[-1]}-dim features, expected 263; "
+                        "rebuild it with `sopo data build`")
+    mean, std = load_mean_std(root)
+    return MotionDataset(motion_ids=ids, features=features, lengths=lengths, captions=captions, params=params,
+                         mean=mean, std=std, data_id=expected, skeleton="t2m")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sopo_ray.data.curves import pulses, ramp, unit_time
-from sopo_ray.data.gestures import apply_keys
-from sopo_ray.data.pose import NEUTRAL, Style, Track, flat_foot, leg_ik, pose_joints
+from sopo_ray.data.synthetic.curves import pulses, ramp, unit_time
+from sopo_ray.data.synthetic.gestures import apply_keys
+from sopo_ray.data.synthetic.pose import NEUTRAL, Style, Track, flat_foot, leg_ik, pose_joints
 
 
 def _repeat(keys: list[tuple[float, dict[str, float]]], count: int, start: float, end: float) -> list:

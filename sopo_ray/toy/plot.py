@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot loads)
 import torch  # noqa: E402
 
-from sopo_ray.toy import BOX, METHODS, ToyResult, true_preference  # noqa: E402
+from sopo_ray.toy.align import ToyResult  # noqa: E402
+from sopo_ray.toy.world import BOX, METHODS, true_preference  # noqa: E402
 
 TITLES = {"reference": "reference (pretrained)", "offline_dpo": "offline DPO (fixed pairs)",
           "online_dpo": "online DPO (best vs worst sample)", "sopo": "SoPo (offline x^w, online x^l)"}

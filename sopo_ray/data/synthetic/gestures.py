@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sopo_ray.data.curves import envelope, pulses, ramp, smoothstep, unit_time
-from sopo_ray.data.pose import FPS, NEUTRAL, Style, Track
+from sopo_ray.data.synthetic.curves import envelope, pulses, ramp, smoothstep, unit_time
+from sopo_ray.data.synthetic.pose import FPS, NEUTRAL, Style, Track
 
 
 def arm_sides(hand: str) -> tuple[str, ...]:

@@ -6,9 +6,10 @@ A motion's structured parameters are a JSON-able dict:
                   {"action": "wave", "hand": "right"}],
      "fractions": [0.58, 0.42]}        # share of the clip each segment takes, in order
 
-Captions (captions.py), motions (synthetic.py) and the oracle (oracle.py) are all functions of these
-parameters. A segment's *combination* (`combo_key`, e.g. "wave/left" or "raise/both/x2") names its action with
-all attribute values; the split holds some combinations and some action orders out of training entirely.
+Captions (captions.py), motions (build.py with locomotion.py, gestures.py, lower.py) and the oracle (oracle.py)
+are all functions of these parameters. A segment's *combination* (`combo_key`, e.g. "wave/left" or
+"raise/both/x2") names its action with all attribute values; the split holds some combinations and some action
+orders out of training entirely.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sopo_ray.data.pose import FPS
+from sopo_ray.data.synthetic.pose import FPS
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ A synthetic dataset folder holds
     mean.npy, std.npy                           [D] train statistics, group-averaged std (HumanML3D style)
     meta.json                                   data_id, generator config, split counts, held-out combinations
 
-`load_dataset(data_cfg, split)` returns one split of either the synthetic dataset (built on first use) or a
-real HumanML3D / KIT-ML folder (humanml3d.py). See docs/data.md.
+A leaf of the data package: the synthetic builder (`data.synthetic.build`) and the HumanML3D / KIT-ML loader
+(`data.humanml3d`) both produce these; `sopo_ray.data.load_dataset` picks one. See docs/data.md.
 """
 
 from __future__ import annotations
@@ -146,44 +146,3 @@ def read_meta(root: Path) -> dict:
         return json.loads((Path(root) / "meta.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise DataError(f"cannot read {Path(root) / 'meta.json'} ({exc}); rebuild with `sopo data build`") from None
-
-
-def load_synthetic(data_cfg: DataConfig, split: str) -> MotionDataset:
-    """One split of the synthetic dataset at `data_cfg.root`, building the folder first if it does not exist."""
-    from sopo_ray.data.synthetic import build_synthetic, data_id_for
-    from sopo_ray.motion.features import load_mean_std
-
-    root = Path(data_cfg.root)
-    expected = data_id_for(data_cfg)
-    if not (root / "meta.json").is_file():
-        if root.exists() and any(root.iterdir()):
-            raise DataError(f"{root} exists but holds no synthetic dataset (no meta.json); delete it or set "
-                            "data.root to another folder")
-        build_synthetic(data_cfg, replace=False)
-    meta = read_meta(root)
-    if meta.get("data_id") != expected:
-        raise DataError(f"{root} holds synthetic dataset {meta.get('data_id')} but this data config gives "
-                        f"{expected}; rebuild it with `sopo data build` (same --config/--set) or set data.root "
-                        "to another folder")
-    ids, features, lengths, captions, params = read_split(root / f"{split}.parquet")
-    if features.shape[-1] != 263:
-        raise DataError(f"{root / f'{split}.parquet'} has {features.shape[-1]}-dim features, expected 263; "
-                        "rebuild it with `sopo data build`")
-    mean, std = load_mean_std(root)
-    return MotionDataset(motion_ids=ids, features=features, lengths=lengths, captions=captions, params=params,
-                         mean=mean, std=std, data_id=expected, skeleton="t2m")
-
-
-def load_dataset(data_cfg: DataConfig, split: str) -> MotionDataset:
-    """One split of the dataset `data_cfg` describes: "train", "val", "test" (synthetic, humanml3d, kitml) or
-    "compositional" (synthetic only)."""
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    if data_cfg.source == "synthetic":
-        return load_synthetic(data_cfg, split)
-    if split not in REAL_SPLITS:
-        raise DataError(f"the {split!r} split exists only for the embedded synthetic dataset; use one of "
-                        f"{', '.join(REAL_SPLITS)} with data.source {data_cfg.source}")
-    from sopo_ray.data.humanml3d import load_humanml3d
-
-    return load_humanml3d(data_cfg, split)

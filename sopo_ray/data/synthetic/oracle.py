@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from sopo_ray.data.pose import FPS
-from sopo_ray.data.space import segment_frames
+from sopo_ray.data.synthetic.pose import FPS
+from sopo_ray.data.synthetic.space import segment_frames
 from sopo_ray.errors import DataError
 from sopo_ray.motion.features import align_joints, features_to_joints
 

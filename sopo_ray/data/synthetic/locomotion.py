@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from sopo_ray.data.curves import envelope, phase, ramp, smoothstep
-from sopo_ray.data.pose import FPS, NEUTRAL, Style, Track, flat_foot, leg_ik
+from sopo_ray.data.synthetic.curves import envelope, phase, ramp, smoothstep
+from sopo_ray.data.synthetic.pose import FPS, NEUTRAL, Style, Track, flat_foot, leg_ik
 from sopo_ray.motion.skeleton import BONE_LENGTHS
 
 # Gait shapes: stride frequency (Hz, one stride = two steps), speed (m/s), share of the cycle a foot is on the
