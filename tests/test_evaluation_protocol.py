@@ -63,7 +63,7 @@ def test_generator_row_runs_the_whole_protocol_and_is_seeded(separable_dataset, 
 
 
 def test_oracle_per_motion_pairs_two_generators_sample_by_sample(tiny_dataset) -> None:
-    from sopo_ray.data.store import load_dataset
+    from sopo_ray.data import load_dataset
     from sopo_ray.evaluation.metrics import paired_difference_ci
     from sopo_ray.evaluation.protocol import oracle_per_motion
 
