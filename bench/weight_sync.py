@@ -7,9 +7,10 @@ For each config (default: the MDM default `configs/default.yaml`, the same with 
 paper-size `configs/humanml3d_mld.yaml`) it builds the policy (fresh weights: sizes and times do not depend on
 the values) as a learner does (`algorithm.build_models`) and `--workers` rollout stand-in actors that hold a
 policy built from the same base payload, as a rollout worker does. Then, per version, the two modes take turns
-(so a machine whose load drifts slows both alike): the learner changes its trainable parameters (an AdamW step on
-a stand-in loss), publishes them through the real `WeightStore` (`state_to_numpy` + `publish`), and every stand-in
-pulls and loads that exact version with the real calls (`find_version`, `fetch_state`, `load_numpy_state`).
+(alternating which goes first, so a machine whose load drifts slows both alike): the learner changes its
+trainable parameters (an AdamW step on a stand-in loss), publishes them through the real `WeightStore`
+(`state_to_numpy` + `publish`), and every stand-in pulls and loads that exact version with the real calls
+(`find_version`, `fetch_state`, `load_numpy_state`).
 Printed per config and mode: MB per version, median ms of the publish (learner side) and of the pull (until the
 slowest worker has loaded it), and the ratios trainable / full. Each stand-in's final weights are compared with the
 learner's, every entry, frozen ones included (`equal` column).
@@ -82,7 +83,7 @@ def measure(cfg: Config, versions: int, workers: int) -> dict[str, dict[str, Any
         models.optimizer.zero_grad()
         sum((p.float() ** 2).mean() for p in models.params).backward()   # a step that changes every trainable
         models.optimizer.step()
-        for mode in MODES:
+        for mode in MODES if v % 2 else MODES[::-1]:     # alternate who goes first
             o = out[mode]
             t0 = time.perf_counter()
             state = state_to_numpy(models.policy, keys[mode])

@@ -56,13 +56,14 @@ def capture_pipeline(queue: Any, store: Any, version: int, *, keep_groups: bool,
                      max_staleness: int, timeout_s: float) -> PipelineState:
     """The replay queue's state as a learner at `version` checkpoints it: the board, the queued groups (when
     `keep_groups`) and, in deterministic mode, the weights of every version a re-issued ticket names or a ticket
-    of the staleness window may need (tickets name exact versions there)."""
+    of the staleness window may need (tickets name exact versions there), `version` itself included: a checkpoint
+    in the middle of a sync window holds newer weights than the ones published as `version`."""
     snap = call_with_timeout(queue.snapshot.remote(keep_groups), timeout_s, "learner: snapshotting the replay queue")
     groups = call_with_timeout(snap.refs, timeout_s, "learner: queue groups") if keep_groups else None
     versions = {}
     if deterministic:
         window = range(max(0, version - max_staleness), version)
-        for v in sorted({t.version for t in snap.state.reissue}.union(window) - {version}):
+        for v in sorted({t.version for t in snap.state.reissue}.union(window, [version])):
             _, state = fetch_weights(store, v, timeout_s, "learner checkpoint")
             versions[v] = {k: torch.from_numpy(np.array(a)) for k, a in state.items()}
     return PipelineState(snap.state, groups, versions)
@@ -115,7 +116,8 @@ def restore_services(point: ResumePoint, base_state: dict[str, torch.Tensor], st
     """Publish the weights a run continues from and refill its replay queue; returns the learner step it
     continues at. Without a checkpoint that is version 0 = the base model; otherwise the checkpoint's old versions
     (those its re-issued tickets need, as they were published), its queue, and its policy as the checkpoint's
-    version. `keys`: the entries a version publishes (`weights.publish_keys`; None: all)."""
+    version unless the checkpoint kept that version as it was published. `keys`: the entries a version publishes
+    (`weights.publish_keys`; None: all)."""
     if point.learner is None:
         ray.get(store.publish.remote(0, 0, state_to_numpy(base_state, keys)))
         return 0
@@ -124,6 +126,7 @@ def restore_services(point: ResumePoint, base_state: dict[str, torch.Tensor], st
             ray.get(store.publish.remote(v, 0, state_to_numpy(state)))
         ray.get(queue.restore.remote(point.pipeline.board, point.pipeline.groups, "resume"))
     learner = point.learner
-    policy = state_to_numpy(learner["state"]["policy"], keys)
-    ray.get(store.publish.remote(int(learner["version"]), int(learner["step"]), policy))
+    if point.pipeline is None or int(learner["version"]) not in point.pipeline.versions:
+        policy = state_to_numpy(learner["state"]["policy"], keys)
+        ray.get(store.publish.remote(int(learner["version"]), int(learner["step"]), policy))
     return int(learner["step"])
