@@ -75,6 +75,7 @@ def test_a_prefetch_serves_only_its_own_step_and_version(ray_cluster):
     source.prefetch(2, 0)
     with pytest.raises(ClusterError, match="filtered for version 0"):
         source.next(2, 1)
+    source.close()
     ray.kill(queue)
 
 
