@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from sopo_ray.algorithm import PolicyErrors, PreferenceBatch, preference_terms
 from sopo_ray.config import Config, load_config
-from sopo_ray.distributed.weights import state_to_numpy
+from sopo_ray.distributed.weights import state_to_numpy, trainable_keys
 from sopo_ray.models.generator import build_generator
 from sopo_ray.models.text_encoder import text_encoder_dim
 from sopo_ray.objectives import objective_loss
@@ -103,7 +103,7 @@ def count(cfg: Config) -> dict[str, float]:
 
     return {"sampling": sampling, "reward": scoring, "learner": flops(learner_step),
             "trainable": sum(p.numel() for p in policy.parameters() if p.requires_grad),
-            "weights_bytes": sum(a.nbytes for a in state_to_numpy(policy).values()),
+            "weights_bytes": sum(a.nbytes for a in state_to_numpy(policy, trainable_keys(policy)).values()),
             "group_bytes": frames * D * 4 + 16 * k}
 
 
@@ -122,7 +122,7 @@ def main() -> None:
     table = Table(title=f"per group, counted FLOPs; times at {args.peak_tflops:g} TFLOP/s x MFU "
                         f"{args.rollout_mfu:g} (rollout) / {args.learner_mfu:g} (learner)")
     for col in ("config", "K x steps", "rollout GFLOP (sample + reward)", "learner GFLOP", "rollout / learner",
-                "rollout ms", "learner ms", "learner step ms", "rollout GPUs per learner GPU", "weights MB",
+                "rollout ms", "learner ms", "learner step ms", "rollout GPUs per learner GPU", "MB per version",
                 "group KB"):
         table.add_column(col, justify="left" if col == "config" else "right")
     for path in paths:

@@ -3,6 +3,7 @@
 - `local_ray`: a throwaway single-node Ray. `simulated_cluster`: a multi-node Ray cluster on this machine
   (`ray.cluster_utils.Cluster`), one raylet and object store per node, so placement by custom resource and
   cross-node object transfers are real (over localhost).
+- `fresh_payload`: a base-model payload with fresh weights, for benches that time what does not depend on them.
 - `ReplayFeeder`: a rollout stand-in that runs the rollout workers' own ticket loop (`rollout.serve_tickets`:
   claim a ticket, put its groups, stop when the queue closes) but serves each ticket with copies of groups it was
   given instead of sampling, so queue_transfer.py measures the queue's data path and learner_overhead.py the
@@ -20,11 +21,12 @@ from typing import Any
 import numpy as np
 import ray
 
-from sopo_ray.config import Config, with_overrides
+from sopo_ray.config import Config, config_to_dict, with_overrides
 from sopo_ray.distributed.cluster import OFFLINE_ENV
 from sopo_ray.distributed.group import RolloutGroup
 from sopo_ray.distributed.rollout import serve_tickets
 from sopo_ray.distributed.ticket_board import Ticket
+from sopo_ray.models.generator import build_generator
 
 MiB = 2**20
 
@@ -60,6 +62,14 @@ def simulated_cluster(head_cpus: float, nodes: list[dict[str, Any]], store_mib: 
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False, runtime_env={"env_vars": dict(OFFLINE_ENV)})
     return cluster, names
+
+
+def fresh_payload(cfg: Config, mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
+    """A checkpoint payload of a freshly initialised generator for `cfg` (as `artifacts.resolve` hands a run its
+    trained base): for benches whose timings do not depend on the weights' values."""
+    gen = build_generator(cfg, (mean, std))
+    return {"config": config_to_dict(cfg), "kind": cfg.model.kind,
+            "state": {k: v.detach().clone() for k, v in gen.state_dict().items()}}
 
 
 def synthetic_groups(n: int, frames: int, k: int, dim: int = 263, seed: int = 0) -> list[RolloutGroup]:

@@ -321,6 +321,12 @@ class ScheduleConfig(Section):
     (rollout_ahead + 1) * batch_size queued plus in-flight groups (back-pressure)."""
     rollout_batch_size: Annotated[int, Field(ge=1)] = 16
     """Captions per rollout batch (each sampled K times)."""
+    publish_weights: Literal["trainable", "full"] = "trainable"
+    """What each policy version ships to the rollout workers: only the parameters alignment trains (the denoiser;
+    workers keep the frozen rest, e.g. an MLD's VAE, from the base checkpoint) or every weight."""
+    prefetch_batches: bool = True
+    """Learners take the next step's groups from the replay queue while the current step computes (within a sync
+    window; the queue filters them for the version they train with, as without prefetch)."""
 
 
 class OptimizerConfig(Section):

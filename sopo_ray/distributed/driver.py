@@ -53,7 +53,7 @@ from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.distributed.storage import RunStorage
 from sopo_ray.distributed.summary import eval_record, print_summary
 from sopo_ray.distributed.watch import PipelineWatch, request_stop
-from sopo_ray.distributed.weights import WeightStore
+from sopo_ray.distributed.weights import WeightStore, publish_keys
 from sopo_ray.objectives import objective
 from sopo_ray.tracking import MetricsWriter
 
@@ -179,7 +179,8 @@ class Driver:
         point = self.resume_point
         if self.resume and point.folder is None:
             self.console.print("[yellow]no checkpoint in the run directory yet: starting from the base model[/]")
-        self.start_step = restore_services(point, art.base_payload["state"], self.store, self.queue)
+        self.start_step = restore_services(point, art.base_payload["state"], self.store, self.queue,
+                                           publish_keys(cfg.schedule.publish_weights, art.base_payload))
         if point.learner is not None:
             self.console.print(f"resuming from {point.folder} (step {point.learner['step']}, "
                                f"version {point.learner['version']})")

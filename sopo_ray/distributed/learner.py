@@ -4,7 +4,9 @@ Each rank holds the policy (trainable denoiser, DDP over gloo on CPU or NCCL on 
 model as reference (`algorithm.build_models`). One step, `Learner.train_step`, is a flat list of named, timed
 stages:
 
-    wait     take this rank's share of the batch (`sources`: replay queue / fixed pairs / captions)
+    wait     take this rank's share of the batch (`sources`: replay queue / fixed pairs / captions); from the
+             replay queue it was usually taken in the background during the previous step (`_prefetch`), so this
+             is only what that left to wait
     collate  x^w from the dataset (or the best sample), x^l and r(x^l, c) from the groups
     forward  policy and reference denoising errors on x^w and x^l at one shared t and noise
     loss     objectives.objective_loss (SoPo Eq. 17, or a baseline)
@@ -45,7 +47,7 @@ from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.distributed.seeds import derive_seed
 from sopo_ray.distributed.sources import CaptionSource, FixedPairSource, QueueSource
 from sopo_ray.distributed.storage import RunStorage
-from sopo_ray.distributed.weights import call_with_timeout, state_to_numpy
+from sopo_ray.distributed.weights import call_with_timeout, state_to_numpy, trainable_keys
 from sopo_ray.errors import ClusterError
 from sopo_ray.models.text_encoder import load_text_cache
 from sopo_ray.objectives import objective
@@ -96,12 +98,14 @@ class Learner:
         self.plan = SchedulePlan.from_config(cfg, len(caption_table(self.dataset.motion_ids, self.dataset.captions)))
         self.models = build_models(cfg, ray.get(setup.base), self.device, wrap=lambda m: ray.train.torch.prepare_model(
             m, parallel_strategy_kwargs={"find_unused_parameters": True}))
+        self.publish_keys = trainable_keys(self.models.policy) if cfg.schedule.publish_weights == "trainable" else None
         self.step = self.version = 0
         self.health = {"nonfinite_skipped": 0, "nonfinite_in_row": 0, "learner_restarts": 0}
         self.wait_s = self.busy_s = 0.0
         self.last_checkpoint_step = -1
         self.sync_error = ""
         self.source = self._make_source()
+        self.prefetching = isinstance(self.source, QueueSource) and cfg.schedule.prefetch_batches
         restarts = call_with_timeout(setup.control.learner_started.remote(self.rank), cfg.faults.sync_timeout_s,
                                      "learner: registering with the run control")
         self._restore()
@@ -118,12 +122,15 @@ class Learner:
         """One optimizer step (or a counted skip); None when the run was told to stop."""
         cfg, m, s = self.cfg, self.models, {}
         t0 = time.perf_counter()
-        if self._agree(self._stop_requested()):   # before taking a batch, so no group is taken and not trained
+        stop = self._agree(self._stop_requested())
+        if stop and not self._holds_prefetch():   # before taking a batch, so no group is taken and not trained
             return None
         got = self.source.next(self.step, self.version)
         if self._agree(got is None):
             return None
         t = timed(s, "wait", t0)
+        if not stop:
+            self._prefetch()
         batch = preference_batch(cfg.objective.name, got.items, self.dataset.features, self.dataset.lengths,
                                  got.staleness)
         timed(s, "collate", t)
@@ -182,9 +189,28 @@ class Learner:
                 break
             if not record["skipped"] and self.step % cfg.checkpoint.interval == 0:
                 self.checkpoint(record)
+        if self.prefetching:
+            self.source.close()
         self.checkpoint({"step": self.step, "version": self.version})
         if self.rank == 0:
             ray.get(control.set_status.remote(state, message, step=self.step, version=self.version))
+
+    def _prefetch(self) -> None:
+        """Start taking the next step's groups while this step computes (schedule.prefetch_batches), when nothing
+        can come between taking and training them: the next step is in this sync window (so the queue filters them
+        for the version that trains them and never hears of a version before it is published), it is not a
+        checkpoint step (a checkpoint's queue snapshot must hold no group taken and not trained), not past the end,
+        and a non-finite result of this step cannot end the run."""
+        nxt, cfg = self.step + 1, self.cfg
+        if (self.prefetching and nxt < cfg.schedule.total_steps and self.plan.version_at(nxt) == self.version
+                and nxt % cfg.checkpoint.interval != 0
+                and self.health["nonfinite_in_row"] + 1 < cfg.faults.max_nonfinite_in_row):
+            self.source.prefetch(nxt, self.version)
+
+    def _holds_prefetch(self) -> bool:
+        """A prefetched batch was taken from the queue (the same on every rank: the rule depends on the step only);
+        a stop trains it first, so no group is taken and not trained."""
+        return self.prefetching and self.source.holds()
 
     def _agree(self, flag: bool) -> bool:
         """True on every rank if `flag` is true on any rank (ranks must take the same branch)."""
@@ -200,10 +226,12 @@ class Learner:
         return status["state"] == "stop_requested"
 
     def _publish(self) -> None:
-        """Rank 0 publishes the policy as `self.version`; a publish that does not answer in time ends the run."""
+        """Rank 0 publishes the policy as `self.version` (its trainable parameters, or all: schedule.publish_weights);
+        a publish that does not answer in time ends the run."""
         if self.rank != 0:
             return
-        call_with_timeout(self.setup.store.publish.remote(self.version, self.step, state_to_numpy(self.models.policy)),
+        state = state_to_numpy(self.models.policy, self.publish_keys)
+        call_with_timeout(self.setup.store.publish.remote(self.version, self.step, state),
                           self.cfg.faults.sync_timeout_s, f"learner: publishing weights v{self.version}")
 
     def _make_source(self) -> Any:

@@ -28,7 +28,7 @@ from sopo_ray.distributed.group import RolloutGroup
 from sopo_ray.distributed.schedule import SchedulePlan
 from sopo_ray.distributed.storage import RunStorage, local_copy
 from sopo_ray.distributed.ticket_board import BoardState
-from sopo_ray.distributed.weights import call_with_timeout, fetch_weights
+from sopo_ray.distributed.weights import call_with_timeout, fetch_weights, state_to_numpy
 from sopo_ray.errors import CheckpointError
 
 LEARNER_FILE = "learner.pt"
@@ -119,20 +119,22 @@ def newest_loadable(storage: RunStorage, data_id: str | None = None, with_queue:
     return point
 
 
-def restore_services(point: ResumePoint, base_state: dict[str, torch.Tensor], store: Any, queue: Any) -> int:
+def restore_services(point: ResumePoint, base_state: dict[str, torch.Tensor], store: Any, queue: Any,
+                     keys: list[str] | None = None) -> int:
     """Publish the weights a run continues from and refill its replay queue; returns the learner step it
     continues at. Without a checkpoint that is version 0 = the base model; otherwise the versions its pipeline.pt
     holds, its queue, and its policy as the checkpoint's version unless pipeline.pt holds that version's own
-    weights (the checkpoint fell inside a sync window)."""
+    weights (the checkpoint fell inside a sync window). `keys`: the entries a version
+    publishes (`weights.publish_keys`; None: all)."""
     if point.learner is None:
-        ray.get(store.publish.remote(0, 0, {k: v.numpy() for k, v in base_state.items()}))
+        ray.get(store.publish.remote(0, 0, state_to_numpy(base_state, keys)))
         return 0
     if point.pipeline is not None:
         for v, state in sorted(point.pipeline.versions.items()):
-            ray.get(store.publish.remote(v, 0, {k: t.numpy() for k, t in state.items()}))
+            ray.get(store.publish.remote(v, 0, state_to_numpy(state)))
         ray.get(queue.restore.remote(point.pipeline.board, point.pipeline.groups, "resume"))
     learner = point.learner
     if point.pipeline is None or int(learner["version"]) not in point.pipeline.versions:
-        policy = {k: v.numpy() for k, v in learner["state"]["policy"].items()}
+        policy = state_to_numpy(learner["state"]["policy"], keys)
         ray.get(store.publish.remote(int(learner["version"]), int(learner["step"]), policy))
     return int(learner["step"])

@@ -1,12 +1,19 @@
 """`WeightStore`: versioned policy weights, from the learner to the rollout workers (a Ray actor).
 
 Weights travel one way, through the object store: learner rank 0 calls `publish(version, step, state)` with the
-state dict as numpy arrays (and the driver publishes version 0, or the resumed versions); the store re-puts them
+policy's state as numpy arrays (and the driver publishes version 0, or the resumed versions); the store re-puts them
 so it owns the object (a learner that exits or restarts does not take the weights with it) and keeps the newest
 `keep` versions. Rollout workers ask for `latest()` or, in deterministic mode, an exact `get(version)` between
 batches, never during one, and fetch the tensors by the returned ref. Every caller bounds its wait with
 `faults.sync_timeout_s` (`call_with_timeout`); a publish or pull that does not answer in time is an error that
 names the actor, never a silent hang.
+
+What a version holds (`schedule.publish_weights`): by default only the entries alignment changes, the policy's
+trainable parameters (`trainable_keys`: the denoiser; an MLD's VAE and the mean/std buffers stay as they are in
+the base checkpoint, and the text encoder is not in the state dict at all). Every rollout worker builds its policy
+from the base checkpoint it is given at start (`RolloutWorker.__init__`), so loading a version's entries over it
+(`load_numpy_state`) gives the learner's whole model, also in a worker that started late or replaced a dead one.
+`full` publishes every entry (what a policy whose frozen part changed would need).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import torch
 from ray.exceptions import GetTimeoutError
 
 from sopo_ray.errors import ClusterError
+from sopo_ray.models.generator import generator_from_payload
 
 
 @dataclass
@@ -75,15 +83,39 @@ class WeightStore:
         return {"versions": sorted(self._versions), "republished": self._republished}
 
 
-def state_to_numpy(module: torch.nn.Module) -> dict[str, np.ndarray]:
-    """A module's state dict as CPU numpy arrays (zero-copy through the object store)."""
-    return {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+def trainable_keys(policy: Any) -> list[str]:
+    """State-dict names of the policy's trainable parameters (`trainable_parameters()`), in state-dict order."""
+    ids = {id(p) for p in policy.trainable_parameters()}
+    return [k for k, v in policy.state_dict(keep_vars=True).items() if id(v) in ids]
+
+
+def publish_keys(mode: str, payload: dict[str, Any]) -> list[str] | None:
+    """The entries a version of the policy built from checkpoint `payload` publishes: its trainable parameters
+    (`mode` 'trainable') or all (None, 'full'); see `schedule.publish_weights`."""
+    return trainable_keys(generator_from_payload(payload)) if mode == "trainable" else None
+
+
+def state_to_numpy(state: dict[str, torch.Tensor] | torch.nn.Module, keys: list[str] | None = None,
+                   ) -> dict[str, np.ndarray]:
+    """A state dict (or a module's) as CPU numpy arrays (zero-copy through the object store): the entries `keys`
+    names, or all of them."""
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    return {k: state[k].detach().cpu().numpy() for k in (state if keys is None else keys)}
 
 
 def load_numpy_state(module: torch.nn.Module, state: dict[str, np.ndarray]) -> None:
-    """Copy a numpy state dict (read-only arrays from `ray.get` are fine) into `module`."""
-    device = next(iter(module.state_dict().values())).device
-    module.load_state_dict({k: torch.from_numpy(np.array(v)).to(device) for k, v in state.items()})
+    """Copy a numpy state (read-only arrays from `ray.get` are fine) into `module`: all of its entries or a subset
+    (a version published with `trainable_keys`); the entries it leaves out keep their values. A name the module
+    does not have, or a shape it does not match, is an error, and then nothing is copied."""
+    own = module.state_dict()
+    wrong = [k for k, v in state.items() if k not in own or tuple(own[k].shape) != tuple(np.shape(v))]
+    if wrong:
+        raise ClusterError(f"weights do not fit the policy: {len(wrong)} entries unknown or of another shape (first: "
+                           f"{wrong[0]}); the learner and the rollout workers must start from the same base model")
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(torch.from_numpy(np.array(v)))
 
 
 def call_with_timeout(ref: Any, timeout_s: float, what: str) -> Any:
