@@ -33,11 +33,11 @@ from rich.console import Console
 from rich.table import Table
 
 from sopo_ray.config import Config, load_config, with_overrides
-from sopo_ray.data.store import MotionDataset
-from sopo_ray.distributed.placement import train_resources_per_worker
+from sopo_ray.data import MotionDataset
 from sopo_ray.distributed.control import RunControl
 from sopo_ray.distributed.group import caption_table
 from sopo_ray.distributed.learner import Learner, LearnerSetup
+from sopo_ray.distributed.placement import train_resources_per_worker
 from sopo_ray.distributed.replay_queue import ReplayQueue
 from sopo_ray.distributed.resume import ResumePoint, restore_services
 from sopo_ray.distributed.schedule import SchedulePlan
