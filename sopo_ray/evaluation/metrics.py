@@ -120,11 +120,16 @@ def mean_ci(values: np.ndarray | list[float]) -> tuple[float, float]:
     return float(values.mean()), float(1.96 * values.std() / np.sqrt(values.size))
 
 
+def sample_mean_ci(values: np.ndarray) -> tuple[float, float]:
+    """Mean of per-sample scores and its 95% CI half-width (normal approximation, 1.96 * std(ddof=1) / sqrt(n))."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
+
+
 def paired_difference_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    """Mean of b - a and its 95% CI half-width (normal approximation, 1.96 * std(ddof=1) / sqrt(n)) for paired
-    per-sample scores: two models scored on the same samples, so what they share cancels in the difference."""
+    """Mean of b - a and its 95% CI half-width (`sample_mean_ci` of the differences) for paired per-sample scores:
+    two models scored on the same samples, so what they share cancels in the difference."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size < 2:
         raise ValueError(f"paired scores must be two 1-D arrays of the same length >= 2, got {a.shape} and {b.shape}")
-    d = b - a
-    return float(d.mean()), float(1.96 * d.std(ddof=1) / np.sqrt(d.size))
+    return sample_mean_ci(b - a)

@@ -7,7 +7,9 @@ Evaluation (`run_jobs`), on the job's held-out `split`:
 - `real`: the same protocol on the split's own motions (the ceiling row);
 - `curve`: a light check of an intermediate checkpoint (one replication of `experiment.curve_captions`
   captions, no MultiModality) for the oracle-accuracy-vs-steps plot;
-- `samples`: motions for the filmstrip, the same captions, lengths and seeds for every model.
+- `samples`: motions for the filmstrip, the same captions, lengths and seeds for every model;
+- `oracle_all`: the oracle on one generation for every motion of the split (`protocol.oracle_per_motion`), the
+  "Oracle, all motions" column.
 
 Every evaluation of one experiment uses the experiment's seed, so all models see the same captions, lengths and
 initial noise.
@@ -98,11 +100,12 @@ def run_job(cfg: Config, job: dict[str, Any]) -> dict[str, Any]:
                              cfg.diffusion.sample_steps, cfg.diffusion.guidance_scale)
         return {"features": x.cpu().numpy()}
     if job["kind"] == "oracle_all":
+        from sopo_ray.evaluation.metrics import sample_mean_ci
         from sopo_ray.evaluation.protocol import oracle_per_motion
 
         scores = oracle_per_motion(_load_policy(cfg, job["checkpoint"], job.get("base"), data.data_id), data, cfg,
                                    cfg.seed)
-        return {"Oracle-all": [float(scores.mean()), float(1.96 * scores.std(ddof=1) / np.sqrt(scores.size))]}
+        return {"Oracle-all": list(sample_mean_ci(scores))}
     evaluator = load_evaluator(job["evaluator"], data.data_id)
     reward = load_reward(job["reward"], data.data_id)
     if job["kind"] == "real":
