@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,32 @@ def test_without_config_the_checkpoint_config_is_used_but_evaluation_settings_ar
     assert cfg.data.max_frames == 80  # the model's own data
     assert cfg.evaluator.num_captions == load_config(None).evaluator.num_captions  # not the training-time value
     assert cfg.evaluator.replications == 2
+
+
+def test_evaluate_compares_checkpoints_paired_on_the_oracle(smoke_workdir: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    base = next((smoke_workdir / "base").rglob("base.pt"))
+    copy = tmp_path / "copy.pt"
+    shutil.copy(base, copy)
+    out = tmp_path / "paired.json"
+    args = ["evaluate", *smoke_args(smoke_workdir), "--checkpoint", str(base), "--checkpoint", str(copy),
+            "--split", "test", "--paired-only", "--paired-draws", "2", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "x 2 noise draws" in printed and "R@1" not in printed           # no metric tables
+    split = json.loads(out.read_text())["splits"]["test"]
+    assert "rows" not in split
+    paired = split["paired_oracle"][str(copy)]
+    assert paired["samples"] == 2 * split["motions"]
+    assert paired["delta"] == 0.0 and paired["ci95"] == 0.0 and paired["mean"] == paired["first"]  # same model
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--paired-draws", "0"], "--paired-draws must be at least 1"),
+    (["--paired-only"], "--paired-only compares checkpoints with the first one"),
+])
+def test_evaluate_refuses_bad_paired_options(smoke_workdir: Path, extra: list[str], message: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    base = next((smoke_workdir / "base").rglob("base.pt"))
+    assert main(["evaluate", *smoke_args(smoke_workdir), "--checkpoint", str(base), *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -1,5 +1,8 @@
 """`sopo evaluate`: the paper's table (R@1 R@2 R@3 FID MM-Dist Diversity MultiModality) plus the oracle score
 and the mean reward, for a "Real" reference row and each `--checkpoint`, as mean +- 95% CI over replications.
+With two or more checkpoints on the embedded data it also compares each with the first on the oracle, paired
+(every motion of the split, the same captions and noises for all; `--paired-draws` noise draws per motion), whose
+CI is far narrower than the replications'; `--paired-only` skips the tables.
 
 The evaluator and the reward model are trained on the train split if their checkpoints do not exist yet, so
 one command evaluates a base model. Heavy imports happen inside `run` so `sopo --help` stays fast.
@@ -13,10 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sopo_ray.cli import add_config_args, check_seed
 from sopo_ray.config import Config, config_to_dict, load_config, with_overrides
 from sopo_ray.console import make_console, print_table
-from sopo_ray.errors import CheckpointError
+from sopo_ray.errors import CheckpointError, ConfigError
 from sopo_ray.paths import check_output_file
 
 
@@ -41,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="evaluation seed (same seed: same captions and noise)")
     parser.add_argument("--out", default=None, help="JSON output (default: beside the first checkpoint, "
                         "or {workdir}/eval/real.json)")
+    parser.add_argument("--paired-draws", type=int, default=1, metavar="N",
+                        help="embedded data, two or more checkpoints: noise draws per motion of the paired oracle "
+                             "comparison of each checkpoint with the first (default 1, as the run's report)")
+    parser.add_argument("--paired-only", action="store_true",
+                        help="only the paired oracle comparison, no metric tables (quick, for sweeps)")
     parser.set_defaults(func=run)
 
 
@@ -57,6 +67,29 @@ def resolve_config(args: argparse.Namespace, first_ckpt_config: dict[str, Any] |
                               "pass --config with the config it was trained with") from None
 
 
+def paired_oracle(generators: dict[str, Any], dataset: Any, cfg: Config, seed: int, draws: int, split: str,
+                  console: Any) -> dict[str, dict[str, float]]:
+    """Oracle score of every motion of `dataset` under `draws` noise draws (seeds seed, seed+1, ...) for each
+    generator, the same captions, lengths and noises for all, and each one's paired difference from the first
+    (`metrics.paired_difference_ci`); printed one line per generator."""
+    from sopo_ray.evaluation.metrics import paired_difference_ci
+    from sopo_ray.evaluation.protocol import oracle_per_motion
+
+    scores = {path: np.concatenate([oracle_per_motion(gen, dataset, cfg, seed + d) for d in range(draws)])
+              for path, gen in generators.items()}
+    first, *others = scores
+    console.print(f"{split} split, oracle on all {len(dataset)} motions x {draws} noise draws, paired with "
+                  f"{first} ({scores[first].mean():.3f}):", highlight=False)
+    out = {}
+    for path in others:
+        diff, ci = paired_difference_ci(scores[first], scores[path])
+        out[path] = {"samples": int(scores[path].size), "first": float(scores[first].mean()),
+                     "mean": float(scores[path].mean()), "delta": diff, "ci95": ci}
+        console.print(f"  {path}: {out[path]['mean']:.3f}, Δ {diff:+.3f} ± {ci:.3f} (95% CI of the paired "
+                      "difference)", highlight=False)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluate and print/write one table per split."""
     import torch
@@ -71,6 +104,11 @@ def run(args: argparse.Namespace) -> int:
     from sopo_ray.reward import load_reward
 
     check_seed("--seed", args.seed)
+    if args.paired_draws < 1:
+        raise ConfigError(f"--paired-draws must be at least 1, got {args.paired_draws}; pass 1 or more")
+    if args.paired_only and len(args.checkpoint) < 2:
+        raise ConfigError("--paired-only compares checkpoints with the first one; pass --checkpoint at least twice "
+                          "(e.g. the base model, then the aligned policy)")
     if args.out:
         check_output_file(args.out, "--out")
     console = make_console()
@@ -81,6 +119,9 @@ def run(args: argparse.Namespace) -> int:
     splits = list(dict.fromkeys(args.split or eval_splits(cfg.data)))
     datasets = {split: load_dataset(cfg.data, split) for split in splits}
     data_id = next(iter(datasets.values())).data_id
+    if args.paired_only and next(iter(datasets.values())).params is None:
+        raise ConfigError("--paired-only needs the caption oracle, which only the embedded dataset has "
+                          "(data.source: synthetic); drop --paired-only to get the metric tables")
     for path in args.checkpoint:  # refuse a generator trained on another dataset before any work
         load_checkpoint(path, None, data_id)
     eval_path = Path(args.evaluator) if args.evaluator else artifacts.evaluator_path(cfg)
@@ -107,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
     for split, dataset in datasets.items():
         rows: dict[str, dict[str, tuple[float, float]]] = {}
         timings: dict[str, float] = {}
+        results[split] = {"seconds": timings, "motions": len(dataset)}
+        if len(generators) >= 2 and dataset.params is not None:
+            results[split]["paired_oracle"] = paired_oracle(
+                {path: gen for path, (gen, _) in zip(args.checkpoint, generators, strict=True)}, dataset, cfg,
+                args.seed, args.paired_draws, split, console)
+        if args.paired_only:
+            continue
         if args.real:
             start = time.time()
             rows["Real"] = evaluate_real(evaluator, reward, dataset, cfg, args.seed, progress=True)
@@ -118,9 +166,8 @@ def run(args: argparse.Namespace) -> int:
         title = (f"{split} split: mean ± 95% CI over {cfg.evaluator.replications} replications (seed {args.seed}, "
                  f"{cfg.diffusion.sample_steps} sampling steps)")
         print_table(console, models_table(rows, title))  # every cell whole, whatever the terminal's (or log's) width
-        results[split] = {"seconds": timings, "motions": len(dataset),
-                          "rows": {name: {k: {"mean": v[0], "ci95": v[1]} for k, v in row.items()}
-                                   for name, row in rows.items()}}
+        results[split]["rows"] = {name: {k: {"mean": v[0], "ci95": v[1]} for k, v in row.items()}
+                                  for name, row in rows.items()}
 
     report = {
         "seed": args.seed, "replications": cfg.evaluator.replications, "columns": list(COLUMNS),
