@@ -2,6 +2,7 @@
 
     python scripts/preference_shift.py --config configs/default.yaml --policy runs/<run>/policy.pt [--policy ...]
                                        [--base artifacts/base/mdm/base.pt] [--split test] [--captions 200]
+                                       [--set key=value ...]
 
 The base samples K motions for each of `--captions` held-out captions (embedded data); the caption oracle picks
 each group's best and worst (groups whose K oracle scores tie are skipped). For every policy, at `--t-draws`
@@ -16,6 +17,8 @@ measures, it trains nothing.
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -25,8 +28,15 @@ from rich.table import Table
 from sopo_ray.config import load_config
 from sopo_ray.data import load_dataset
 from sopo_ray.data.synthetic.oracle import oracle_score
+from sopo_ray.errors import SopoError
 from sopo_ray.evaluation.metrics import sample_mean_ci
 from sopo_ray.models.generator import MotionGenerator, load_generator
+
+
+def fail(problem: str) -> NoReturn:
+    """One error line, exit 2 (as the sopo commands do)."""
+    print(f"error: {problem}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def pick_groups(base: MotionGenerator, data, captions: int, k: int, seed: int, steps: int, guidance: float):
@@ -45,6 +55,9 @@ def pick_groups(base: MotionGenerator, data, captions: int, k: int, seed: int, s
             keep.append(g)
             best.append(samples[g, int(np.argmax(scores))])
             worst.append(samples[g, int(np.argmin(scores))])
+    if not keep:
+        fail(f"the oracle scores of all {len(idx)} groups tie (every sample scores the same); pass more --captions "
+             "or a better-trained --base")
     keep_idx = idx[keep]
     real = np.asarray(data.features[keep_idx, : samples.shape[2]], dtype=np.float32)
     return ([texts[g] for g in keep], torch.from_numpy(lengths[keep].astype(np.int64)), torch.from_numpy(real),
@@ -69,6 +82,8 @@ def error_change(policy: MotionGenerator, base: MotionGenerator, texts: list[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/default.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable)")
     parser.add_argument("--base", default=None, help="base checkpoint (default: {workdir}/base/<kind>/base.pt)")
     parser.add_argument("--policy", action="append", required=True, help="aligned checkpoint, repeatable")
     parser.add_argument("--split", default="test")
@@ -80,11 +95,14 @@ def main() -> None:
 
     from sopo_ray import artifacts
 
-    cfg = load_config(args.config)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except SopoError as exc:
+        fail(str(exc))
     torch.set_num_threads(cfg.torch_threads or 1)
     data = load_dataset(cfg.data, args.split)
     if data.params is None:
-        raise SystemExit("error: the oracle needs the embedded dataset (data.source: synthetic)")
+        fail("the oracle needs the embedded dataset's caption parameters; use a config with data.source: synthetic")
     base, _ = load_generator(args.base or artifacts.base_path(cfg), data.data_id)
     texts, lengths, real, best, worst = pick_groups(base, data, args.captions, args.k, args.seed,
                                                     cfg.diffusion.rollout_sample_steps, cfg.diffusion.guidance_scale)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from sopo_ray.cli import main
 from sopo_ray.commands.evaluate import resolve_config
@@ -100,3 +106,51 @@ def test_evaluate_refuses_bad_paired_options(smoke_workdir: Path, extra: list[st
     base = next((smoke_workdir / "base").rglob("base.pt"))
     assert main(["evaluate", *smoke_args(smoke_workdir), "--checkpoint", str(base), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def load_script(name: str) -> Any:
+    """A module under scripts/ (analysis scripts are not part of the package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_preference_shift_error_change_is_zero_for_the_base_itself_and_not_for_a_changed_policy(
+        smoke_workdir: Path) -> None:
+    from sopo_ray.data import load_dataset
+    from sopo_ray.models.generator import load_generator
+
+    shift = load_script("preference_shift")
+    cfg = load_config(str(SMOKE), [f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data"])
+    data = load_dataset(cfg.data, "train")
+    base, _ = load_generator(next((smoke_workdir / "base").rglob("base.pt")), data.data_id)
+    other, _ = load_generator(next((smoke_workdir / "base").rglob("base.pt")), data.data_id)
+    with torch.no_grad():
+        for p in other.denoiser.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    texts = [data.captions[i][0] for i in range(6)]
+    lengths = torch.as_tensor(np.asarray(data.lengths[:6]), dtype=torch.long)
+    motions = torch.from_numpy(np.array(data.features[:6], dtype=np.float32))
+    same = shift.error_change(base, base, texts, lengths, motions, draws=2, seed=0)
+    moved = shift.error_change(other, base, texts, lengths, motions, draws=2, seed=0)
+    assert same.shape == (6,) and np.all(same == 0)
+    assert np.all(np.isfinite(moved)) and np.abs(moved).max() > 0
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--split", "test", "--captions", "4"], "groups tie"),                # the smoke base's samples all score alike
+    (["--set", "data.source=nope"], "data.source"),
+])
+def test_preference_shift_script_refuses_what_it_cannot_measure_in_one_line(
+        smoke_workdir: Path, tmp_path: Path, extra: list[str], message: str) -> None:
+    root = Path(__file__).resolve().parents[1]
+    base = next((smoke_workdir / "base").rglob("base.pt"))
+    cmd = [sys.executable, "scripts/preference_shift.py", "--config", "configs/smoke.yaml",
+           "--set", f"workdir={smoke_workdir}", "--set", f"data.root={smoke_workdir}/data",
+           "--policy", str(base), "--t-draws", "1", *extra]
+    done = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and message in done.stderr
+    assert "Traceback" not in done.stderr
