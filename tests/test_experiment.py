@@ -99,6 +99,10 @@ def test_compare_smoke_gives_a_finite_row_per_method_and_seed(ray_cluster, tmp_p
     for method, row in test["methods"].items():                  # each seed minus the base, then over the seeds
         seeds = [t["Oracle-all"][0] - test["base"]["Oracle-all"][0] for t in row["seeds"].values()]
         assert row["vs_base"]["Oracle-all"][0] == pytest.approx(sum(seeds) / len(seeds)), method
+    sft = test["methods"]["sft"]["seeds"]                        # SoPo minus each method, seed by seed
+    pairs = [t["Oracle"][0] - sft[seed]["Oracle"][0] for seed, t in test["methods"]["sopo"]["seeds"].items()]
+    assert test["sopo_minus"]["sft"]["Oracle"][0] == pytest.approx(sum(pairs) / len(pairs))
+    assert set(test["sopo_minus"]) == {"sft", "offline_dpo", "online_dpo"} and "SoPo − method, same seed" in text
     assert (out / "mdm" / "sopo" / "seed-0" / "oracle_all_compositional.json").is_file()   # cached per split
     assert text.index("in-distribution test split") < text.index("compositional split")
     assert (out / "filmstrip_mdm.png").stat().st_size > 0 and (out / "oracle_vs_steps.png").is_file()
@@ -113,3 +117,18 @@ def test_delta_over_seeds_subtracts_the_base_then_takes_the_seed_interval():
     d = delta_over_seeds(seeds, base)
     assert d["Oracle"][0] == pytest.approx(0.03) and d["FID"][0] == pytest.approx(-1.0)
     assert d["Oracle"][1] == pytest.approx(over_seeds(seeds)["Oracle"][1])     # the base's own CI is not counted
+
+
+def test_paired_delta_over_seeds_cancels_what_a_seed_shares():
+    from sopo_ray.experiments.seeds import paired_delta_over_seeds
+
+    # two methods whose seeds swing together by +-0.05: each row's own interval is wide, the paired one is not
+    a = [{"Oracle": [0.60 + s, 0.01]} for s in (-0.05, 0.0, 0.05)]
+    b = [{"Oracle": [0.58 + s, 0.01]} for s in (-0.05, 0.0, 0.05)]
+    d = paired_delta_over_seeds(a, b)
+    assert d["Oracle"][0] == pytest.approx(0.02) and d["Oracle"][1] == pytest.approx(0.0, abs=1e-12)
+    assert over_seeds(a)["Oracle"][1] > 0.1
+    with pytest.raises(ValueError, match="same number of seeds"):
+        paired_delta_over_seeds(a, b[:2])
+    with pytest.raises(ValueError, match=">= 2"):
+        paired_delta_over_seeds(a[:1], b[:1])

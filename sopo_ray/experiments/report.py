@@ -75,6 +75,18 @@ def vs_base_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
                      for method, row in methods.items()])
 
 
+def sopo_minus_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
+    """Markdown rows: SoPo minus every other method seed by seed, mean ± t 95% CI over the seeds
+    (`experiments.seeds.paired_delta_over_seeds`); an interval that excludes 0 resolves the difference."""
+    minus = results["bases"][kind]["splits"][split].get("sopo_minus")
+    if not minus:
+        return []
+    keys = [k for k in TABLE_COLUMNS if any(k in row for row in minus.values())]
+    return markdown(["SoPo − method, same seed", *(HEADERS[k] for k in keys)],
+                    [[LABELS[method], *(f"{row[k][0]:+.3f}±{row[k][1]:.3f}" if k in row else "-" for k in keys)]
+                     for method, row in minus.items()])
+
+
 def pretrain_line(results: dict[str, Any], kind: str) -> str:
     pre = results["bases"][kind]["pretrain"]
     wall = "-" if pre["wall_s"] is None else f"{pre['wall_s']:.0f} s" + (" (estimated)" if pre["estimated"] else "")
@@ -214,7 +226,7 @@ def write_markdown(results: dict[str, Any], out_md: Path, figures: dict[str, Pat
         for split in entry["splits"]:
             lines += [f"## {kind.upper()} base, {SPLIT_NAMES.get(split, split)}", "",
                       *seeds_table(results, kind, split), "", *verdict_table(results, kind, split), "",
-                      *vs_base_table(results, kind, split), ""]
+                      *vs_base_table(results, kind, split), "", *sopo_minus_table(results, kind, split), ""]
         lines += [pretrain_line(results, kind), ""]
     if "ablations" in results:
         abl = results["ablations"]

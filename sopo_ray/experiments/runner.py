@@ -39,7 +39,7 @@ from sopo_ray.data import eval_splits
 from sopo_ray.errors import SopoError
 from sopo_ray.experiments.cost import alignment_cost, pretrain_cost
 from sopo_ray.experiments.jobs import align_jobs, model_paths, run_jobs
-from sopo_ray.experiments.seeds import delta_over_seeds, over_seeds, verdict
+from sopo_ray.experiments.seeds import delta_over_seeds, over_seeds, paired_delta_over_seeds, verdict
 from sopo_ray.tracking import read_metrics
 
 
@@ -233,6 +233,11 @@ class Experiment:
                     others = {"base": result["base"]} | {m: r["mean"] for m, r in methods.items() if m != "sopo"}
                     result["verdict"] = {name: verdict(methods["sopo"]["mean"], table, result["real"])
                                          for name, table in others.items()}
+                    if len(e.seeds) >= 2:
+                        result["sopo_minus"] = {
+                            m: paired_delta_over_seeds([methods["sopo"]["seeds"][str(x)] for x in e.seeds],
+                                                       [r["seeds"][str(x)] for x in e.seeds])
+                            for m, r in methods.items() if m != "sopo"}
                 entry["splits"][split] = result
             base_point = self.evaluate(cfg, {"base": {"kind": "curve", "split": "test",
                                                       "checkpoint": str(art.base_path.resolve()),

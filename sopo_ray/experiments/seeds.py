@@ -49,6 +49,17 @@ def delta_over_seeds(tables: list[Table], base: Table) -> Table:
     return over_seeds(shifted)
 
 
+def paired_delta_over_seeds(a: list[Table], b: list[Table]) -> Table:
+    """Row a minus row b seed by seed (`a[i]`, `b[i]`: the same training seed, evaluated on the same samples), as
+    mean and t-based 95% CI half-width over the seeds. What a seed shares between two methods (its caption order,
+    its draws, the evaluation's samples) cancels, so this resolves differences that two rows' own intervals
+    cannot. Needs at least two seeds."""
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"paired differences need the same number of seeds (>= 2) in both rows, got {len(a)} and "
+                         f"{len(b)}")
+    return over_seeds([{k: [ta[k][0] - tb[k][0], 0.0] for k in ta if k in tb} for ta, tb in zip(a, b, strict=True)])
+
+
 def compare_cells(metric: str, a: Cell, b: Cell, real: Cell | None = None) -> str:
     """'better' if row a beats row b on `metric` with disjoint 95% intervals, 'worse' if b beats a, else 'tie'."""
     lo_a, hi_a, lo_b, hi_b = a[0] - a[1], a[0] + a[1], b[0] - b[1], b[0] + b[1]
