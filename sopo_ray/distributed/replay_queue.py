@@ -8,9 +8,10 @@ Ownership, one object per ticket: the finite groups of a delivered ticket are `r
 object (`hold`), so a rollout worker that dies loses nothing it delivered and the groups sit in this actor's node's
 object store. A learner gets `HeldGroups`: the refs of the ticket objects its groups are in, each once, and each
 group's index there; `HeldGroups.fetch` gets every object once and picks the groups. An object lives while the
-board still queues one of its groups or a learner holds its ref (a ticket partly taken, or partly dropped as
-non-finite, keeps its object until its last group is gone). Per-group objects cost one object-store round trip
-per group on both sides; per ticket, the queue moves ~10x the groups per second (docs/scaling.md, section 2.2).
+board still queues one of its groups or a learner holds its ref: a ticket partly taken (or partly dropped as
+non-finite: those are never stored) keeps its object until its last group is gone, and a learner rank that takes
+part of a ticket fetches all of it. Per group instead of per ticket, the queue spent 2-3x the CPU per group and
+moved half the groups per second (docs/scaling.md, section 2.2).
 
     rollout worker   claim(worker) -> Claim(OK, ticket) | Claim(WAIT, reason) | Claim(CLOSED)
                      put(worker, ticket_id, incarnation, groups)
