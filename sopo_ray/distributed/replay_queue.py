@@ -11,7 +11,7 @@ group's index there; `HeldGroups.fetch` gets every object once and picks the gro
 board still queues one of its groups or a learner holds its ref: a ticket partly taken (or partly dropped as
 non-finite: those are never stored) keeps its object until its last group is gone, and a learner rank that takes
 part of a ticket fetches all of it. Per group instead of per ticket, the queue spent 2-3x the CPU per group and
-moved half the groups per second (docs/scaling.md, section 2.2).
+moved a third to two thirds of the groups per second (docs/scaling.md, section 2.2).
 
     rollout worker   claim(worker) -> Claim(OK, ticket) | Claim(WAIT, reason) | Claim(CLOSED)
                      put(worker, ticket_id, incarnation, groups)
