@@ -147,7 +147,7 @@ def pool_rate(cfg: Config, art: Any, n_groups: int, n_workers: int, worker_optio
     ray.get(queue.get_batch.remote(0, 0, batch, 600.0))                        # warm-up batch, excluded
     start, done, step = time.perf_counter(), 0, 1
     while done < n_groups:
-        done += len(ray.get(queue.get_batch.remote(step, 0, batch, 600.0)).refs)
+        done += len(ray.get(queue.get_batch.remote(step, 0, batch, 600.0)).groups)
         step += 1
     rate = done / (time.perf_counter() - start)
     ray.get(queue.close.remote("bench"))

@@ -38,15 +38,15 @@ def test_the_queue_waits_wakes_owns_the_groups_and_closes(ray_cluster):
     assert deliver(queue, "w0", first) == {"accepted": 4, "nonfinite": 0}
     batch = ray.get(pending)
     assert batch.status is Status.OK and batch.versions == [0] * 4
-    assert [g.position for g in ray.get(batch.refs)] == [0, 1, 2, 3]     # the queue's own copies
+    assert [g.position for g in batch.groups.fetch()] == [0, 1, 2, 3]    # the queue's own copies
     assert ray.get(queue.get_batch.remote(1, 0, 4, 0.2)).status is Status.WAIT
     deliver(queue, "w0", second)
     snap = ray.get(queue.snapshot.remote())
-    assert [g.position for g in ray.get(snap.refs)] == [4, 5, 6, 7]
+    assert [g.position for g in snap.groups.fetch()] == [4, 5, 6, 7]
     restored = new_queue()
-    assert ray.get(restored.restore.remote(snap.state, ray.get(snap.refs))) == {"queued": 4, "reissue": 0}
+    assert ray.get(restored.restore.remote(snap.state, snap.groups.fetch())) == {"queued": 4, "reissue": 0}
     for q in (queue, restored):
-        assert [g.position for g in ray.get(ray.get(q.get_batch.remote(1, 0, 4)).refs)] == [4, 5, 6, 7]
+        assert [g.position for g in ray.get(q.get_batch.remote(1, 0, 4)).groups.fetch()] == [4, 5, 6, 7]
         stats = ray.get(q.stats.remote())
         assert stats["generated"] == stats["consumed"] == 8 and stats["accounting_ok"] and stats["now"] > 0
     waiting = queue.claim.remote("w1", 30.0)
@@ -56,6 +56,42 @@ def test_the_queue_waits_wakes_owns_the_groups_and_closes(ray_cluster):
     assert ray.get(queue.get_batch.remote(2, 1, 4)).status is Status.CLOSED
     for q in (queue, restored):
         ray.kill(q)
+
+
+def test_ticket_objects_outlive_the_worker_that_delivered_them_and_serve_batches_across_tickets(ray_cluster):
+    """Each delivered ticket is one object the queue owns: groups put by an actor that is then killed still fetch,
+    bit for bit; a batch across two tickets names each object once, and a ticket partly taken keeps its rest."""
+
+    class Courier:
+        """Hands a ticket's groups to the queue as a rollout worker does (the queue copies them on receipt)."""
+
+        def __init__(self, queue) -> None:
+            self.queue = queue
+
+        def put(self, *args) -> dict[str, int]:
+            return ray.get(self.queue.put.remote(*args))
+
+    queue = new_queue(max_staleness=1, capacity=16, total_steps=20, rollout_batch_size=3)
+    courier = ray.remote(Courier).options(num_cpus=0).remote(queue)
+    sent = {}
+    for _ in range(2):
+        t = ray.get(queue.claim.remote("w0")).ticket
+        groups = [make_group(p, t.version, ticket=t.ticket_id) for p in t.positions]
+        assert ray.get(courier.put.remote("w0", t.ticket_id, t.incarnation, groups))["accepted"] == 3
+        sent.update({g.position: g for g in groups})
+    ray.kill(courier)
+    first = ray.get(queue.get_batch.remote(0, 0, 2))
+    assert len(first.groups.refs) == 1 and first.groups.slots == [(0, 0), (0, 1)]
+    got = first.groups.fetch()
+    del first
+    second = ray.get(queue.get_batch.remote(1, 0, 4)).groups     # the rest of ticket 0, then ticket 1
+    assert len(second.refs) == 2 and [r for r, _ in second.slots] == [0, 1, 1, 1]
+    got += second.fetch()
+    assert [g.position for g in got] == list(range(6))
+    for g in got:
+        np.testing.assert_array_equal(g.x_l, sent[g.position].x_l)
+        assert g.caption_id == sent[g.position].caption_id and g.worker == "w0"
+    ray.kill(queue)
 
 
 def test_weight_store_versions_timeouts_and_rollback(ray_cluster):

@@ -61,6 +61,17 @@ def take(board: TicketBoard, step: int, version: int, n: int) -> list[int] | Non
     return [it.position for it in board.take(n, version, time.time())]
 
 
+class Holder:
+    """A `TicketBoard.hold` that keeps every object it makes (a list of groups)."""
+
+    def __init__(self) -> None:
+        self.made: list[list[RolloutGroup]] = []
+
+    def __call__(self, groups: list[RolloutGroup]) -> list[RolloutGroup]:
+        self.made.append(list(groups))
+        return self.made[-1]
+
+
 def accounted(board: TicketBoard) -> bool:
     stats = board.stats(time.time())
     return stats["accounting_ok"] and stats["generated"] == (stats["consumed"] + sum(stats["dropped"].values())
@@ -238,7 +249,7 @@ def test_deterministic_delivery_in_stream_order_and_snapshot_restore(tmp_path):
     back = BoardState.from_state(load_checkpoint(path, "pipeline")["state"])
     assert back == state
     restored = TicketBoard(plan)
-    restored.restore(back, board.payloads())
+    restored.restore(back, [held[i] for held, i in board.held()])
     assert restored.reissue[0].ticket_id == next_ticket.ticket_id and restored.inflight == {}
     for b in (board, restored):
         assert take(b, 1, 0, 4) == [4, 5, 6, 7]
@@ -251,6 +262,40 @@ def test_deterministic_delivery_in_stream_order_and_snapshot_restore(tmp_path):
     dropped = TicketBoard(plan)
     dropped.restore(back, None)
     assert dropped.dropped["resume"] == 8 and not dropped.items and accounted(dropped)
+
+
+def test_each_ticket_is_held_once_and_lives_while_any_of_its_groups_is_queued():
+    """One held object per delivered ticket (its finite groups), each queued group an index into it: a ticket
+    partly dropped (NaN) or partly taken keeps one object for the rest, a batch across tickets names each object,
+    and a restore holds the queued groups again one object per ticket."""
+    plan, hold = make_plan(max_staleness=2, capacity=16, total_steps=20), Holder()
+    board, held = TicketBoard(plan, hold=hold), hold.made
+    a, b = claim(board), claim(board)
+    groups = [make_group(p, 0, ticket=a.ticket_id) for p in a.positions]
+    groups[1] = make_group(1, 0, reward=float("nan"), ticket=a.ticket_id)
+    assert board.put("w0", a.ticket_id, a.incarnation, groups, time.time()) == {"accepted": 3, "nonfinite": 1}
+    deliver(board, b)
+    assert [[g.position for g in obj] for obj in held] == [[0, 2, 3], [4, 5, 6, 7]]   # one object per ticket
+    board.learner_at(0, 0)
+    first = board.take(2, 0, time.time())
+    assert [(it.payload is held[0], it.index) for it in first] == [(True, 0), (True, 1)]
+    assert [it.payload[it.index].position for it in first] == [0, 2]
+    rest, index = board.held()[0]
+    assert rest is held[0] and index == 2                           # what is left of ticket a: the same object
+    again = Holder()
+    restored = TicketBoard(plan, hold=again)
+    restored.restore(board.snapshot(), [obj[i] for obj, i in board.held()])
+    assert [[g.position for g in obj] for obj in again.made] == [[3], [4, 5, 6, 7]]
+    for bd in (board, restored):
+        bd.learner_at(1, 0)
+        assert [it.payload[it.index].position for it in bd.take(3, 0, time.time())] == [3, 4, 5]
+        assert len({id(it.payload) for it in bd.items.values()}) == 1 and accounted(bd)
+    bad = [make_group(p, 0) for p in range(8, 12)]
+    bad[2].x_l = bad[2].x_l[:3]
+    before = board.stats(0)
+    with pytest.raises(ValueError, match="x_l"):                 # a malformed delivery changes nothing
+        board.put("w0", 99, 0, bad, time.time())
+    assert board.stats(0)["generated"] == before["generated"] and accounted(board)
 
 
 def test_a_restarted_queue_refuses_deliveries_of_its_crashed_incarnation():

@@ -64,7 +64,9 @@ def capture_pipeline(queue: Any, store: Any, plan: SchedulePlan, step: int, *, k
     sample with that version's weights, not with the policy trained since."""
     version = plan.version_at(step)
     snap = call_with_timeout(queue.snapshot.remote(keep_groups), timeout_s, "learner: snapshotting the replay queue")
-    groups = call_with_timeout(snap.refs, timeout_s, "learner: queue groups") if keep_groups else None
+    groups = None
+    if keep_groups:
+        groups = snap.groups.pick(call_with_timeout(snap.groups.refs, timeout_s, "learner: queue groups"))
     needed = set()
     if plan.deterministic:
         needed = {t.version for t in snap.state.reissue}.union(range(max(0, version - plan.max_staleness), version))

@@ -94,7 +94,7 @@ class QueueSource:
             if reply.status is Status.CLOSED:
                 return None
             if reply.status is Status.OK:
-                return StepItems(ray.get(reply.refs), [version - v for v in reply.versions], dropped)
+                return StepItems(reply.groups.fetch(), [version - v for v in reply.versions], dropped)
         return None
 
 

@@ -3,10 +3,12 @@ counted. It applies `schedule.SchedulePlan` (read that module first: the rule an
 
     claim     a ticket for a rollout worker when `blocked_reason()` is '' (the run still needs groups, the version
               the ticket needs is published, queued + in-flight groups fit the capacity); re-issued tickets first
-    put       a ticket's groups come back: held (finite) or dropped ('nonfinite'); a delivery for a ticket that was
-              re-issued meanwhile is 'orphaned', one for a crashed queue's incarnation 'queue_restart'
+    put       a ticket's groups come back: the finite ones are held together as one object (`hold`: the ReplayQueue
+              `ray.put`s them, once per ticket), the others dropped ('nonfinite'); a delivery for a ticket that
+              was re-issued meanwhile is 'orphaned', one for a crashed queue's incarnation 'queue_restart'
     take      a learner at (step, version) takes n groups: first every group it may not train is dropped ('stale',
-              'rolled_back'), then n leave in arrival order (in stream order in deterministic mode)
+              'rolled_back'), then n leave in arrival order (in stream order in deterministic mode); each is a
+              (held object, index) pair, and an object lives on while any of its groups is queued or taken
     snapshot  the whole state as plain values; `restore` continues from it (in-flight tickets are re-issued)
 
 Accounting invariant, checked by `stats()['accounting_ok']`: generated = consumed + dropped (by reason) + queued.
@@ -67,7 +69,10 @@ class QueuedGroup:
     version: int
     created_at: float
     payload: Any = None
-    """What the board holds for it (the ReplayQueue: an object ref it owns; tests: the group itself)."""
+    """The held object of the delivery it came in, shared by that delivery's finite groups (`TicketBoard.hold`:
+    the ReplayQueue's object ref, one per ticket; by default the list of groups itself)."""
+    index: int = 0
+    """Its index among the groups `payload` holds."""
 
 
 @dataclass
@@ -121,11 +126,15 @@ class TicketBoard:
 
     Callers hold whatever lock they need; no method blocks. Rollout side: `blocked_reason` / `claim`, `put`,
     `release`. Learner side: `learner_at`, `drop_unusable`, `deliverable`, `take`. Driver side: `close`,
-    `snapshot` / `restore`, `counters`.
+    `snapshot` / `held` / `restore`, `stats`.
+
+    `hold` turns the finite groups of one delivery (or of one ticket's queued groups on `restore`) into the one
+    object the board keeps for them all; every queued group is that object and its index in it.
     """
 
-    def __init__(self, plan: SchedulePlan, learner_version: int = 0, restoring: bool = False) -> None:
-        self.plan = plan
+    def __init__(self, plan: SchedulePlan, learner_version: int = 0, restoring: bool = False,
+                 hold: Callable[[list[RolloutGroup]], Any] = list) -> None:
+        self.plan, self.hold = plan, hold
         self.items: dict[int, QueuedGroup] = {}
         self.fifo: deque[int] = deque()
         self.inflight: dict[int, Ticket] = {}
@@ -189,11 +198,14 @@ class TicketBoard:
         return ticket
 
     def put(self, worker: str, ticket_id: int, incarnation: int, groups: list[RolloutGroup], now: float,
-            keep: Callable[[RolloutGroup], Any] = lambda g: g) -> dict[str, int]:
-        """Take in a ticket's groups, holding `keep(group)` for each finite one; returns {'accepted': n, <drop
+            ) -> dict[str, int]:
+        """Take in a ticket's groups, holding the finite ones as one object (`hold`); returns {'accepted': n, <drop
         reason>: n}. A delivery for a ticket its worker no longer holds (re-issued: 'orphaned') or for an older
         queue incarnation ('queue_restart') is dropped whole. After `plan.max_nonfinite_groups` groups with
-        NaN/inf rewards in a row the board closes with a `failure`."""
+        NaN/inf rewards in a row the board closes with a `failure`. A malformed group (`RolloutGroup.validate`)
+        raises ValueError before anything changes."""
+        for group in groups:
+            group.validate()
         self.generated += len(groups)
         ticket = self.inflight.get(ticket_id)
         if ticket is None or ticket.worker != worker or incarnation != self.incarnation:
@@ -201,26 +213,26 @@ class TicketBoard:
             self.dropped[reason] += len(groups)
             return {"accepted": 0, reason: len(groups)}
         del self.inflight[ticket_id]
-        out = {"accepted": 0, "nonfinite": 0}
+        kept = []
         for group in groups:
-            group.validate()
-            if not group.is_finite():
+            if group.is_finite():
+                self.nonfinite_in_row = 0
+                kept.append(group)
+            else:
                 self._drop(group.position, "nonfinite")
-                out["nonfinite"] += 1
                 self.nonfinite_in_row += 1
-                continue
-            self.nonfinite_in_row = 0
+        held = self.hold(kept) if kept else None
+        for index, group in enumerate(kept):
             self.items[group.position] = QueuedGroup(group.position, ticket_id, group.policy_version, group.created_at,
-                                                     keep(group))
+                                                     held, index)
             self.fifo.append(group.position)
-            out["accepted"] += 1
         self._puts.append((now, len(groups)))
         if self.nonfinite_in_row >= self.plan.max_nonfinite_groups and not self.closed:
             self.failure = (f"the reward was NaN/inf for {self.nonfinite_in_row} groups in a row (the last from "
                             f"{worker}, policy v{groups[-1].policy_version}); check the reward model and the "
                             "policy's samples, or raise faults.max_nonfinite_in_row")
             self.closed = "failed"
-        return out
+        return {"accepted": len(kept), "nonfinite": len(groups) - len(kept)}
 
     def release(self, worker: str) -> list[int]:
         """Give the in-flight tickets of a dead or replaced `worker` back for re-issue; returns their ids."""
@@ -326,14 +338,16 @@ class TicketBoard:
                     for p in order],
             fifo=list(self.fifo))
 
-    def payloads(self) -> list[Any]:
-        """The held payloads of the queued groups, in position order (as `snapshot().queued`)."""
-        return [self.items[p].payload for p in sorted(self.items)]
+    def held(self) -> list[tuple[Any, int]]:
+        """(held object, index) of every queued group, in position order (as `snapshot().queued`)."""
+        return [(self.items[p].payload, self.items[p].index) for p in sorted(self.items)]
 
-    def restore(self, state: BoardState, payloads: Iterable[Any] | None, drop_reason: str = "resume") -> None:
-        """Continue from `state`. `payloads` hold the queued groups (position order); None drops them, counted
-        under `drop_reason` ('resume' when a checkpoint skips them, 'queue_restart' after a crash, which also
-        starts a new incarnation so that deliveries for the crashed one are refused)."""
+    def restore(self, state: BoardState, groups: Iterable[RolloutGroup] | None, drop_reason: str = "resume",
+                ) -> None:
+        """Continue from `state`. `groups` are the queued groups (position order), held again one object per
+        ticket; None drops them, counted under `drop_reason` ('resume' when a checkpoint skips them,
+        'queue_restart' after a crash, which also starts a new incarnation so that deliveries for the crashed one
+        are refused)."""
         self.generated, self.consumed = state.generated, state.consumed
         self.dropped, self.staleness = Counter(state.dropped), Counter(state.staleness)
         self.next_position, self.next_ticket = state.next_position, state.next_ticket
@@ -344,13 +358,18 @@ class TicketBoard:
         self.reissue = [Ticket(t.ticket_id, t.start, list(t.caption_indices), t.version, t.target_step,
                                self.incarnation) for t in state.reissue]
         self.inflight, self.items, self.fifo = {}, {}, deque()
-        if payloads is None:
+        if groups is None:
             for queued in state.queued:
                 self._drop(queued.position, drop_reason)
         else:
-            for queued, payload in zip(state.queued, payloads, strict=True):
-                self.items[queued.position] = QueuedGroup(queued.position, queued.ticket, queued.version,
-                                                          queued.created_at, payload)
+            by_ticket: dict[int, list[tuple[QueuedGroup, RolloutGroup]]] = {}
+            for queued, group in zip(state.queued, groups, strict=True):
+                by_ticket.setdefault(queued.ticket, []).append((queued, group))
+            for entries in by_ticket.values():
+                held = self.hold([group for _, group in entries])
+                for index, (queued, _) in enumerate(entries):
+                    self.items[queued.position] = QueuedGroup(queued.position, queued.ticket, queued.version,
+                                                              queued.created_at, held, index)
             self.fifo = deque(p for p in state.fifo if p in self.items)
         self.restoring = False
 
