@@ -63,7 +63,7 @@ def test_an_interrupted_dataset_build_leaves_no_half_written_folder(tmp_path, mo
 def test_every_learner_failure_ray_train_reports_counts_as_a_restart(ray_cluster):
     """A learner group that fails before its learners register still counts: the restarted learners report 1."""
     from sopo_ray.distributed.control import RunControl
-    from sopo_ray.distributed.learner import CountLearnerFailures
+    from sopo_ray.distributed.learner_group import CountLearnerFailures
 
     control = ray_cluster.remote(RunControl).options(num_cpus=0).remote(0.5, 8)
     failures = CountLearnerFailures(control)

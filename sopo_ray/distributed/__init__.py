@@ -18,6 +18,7 @@ The actors
     weights.py       `WeightStore`: versioned policy weights
     control.py       `RunControl`: status, stop flag, learner restarts, step records
     learner.py       the Ray Train learner: one preference step at a time
+    learner_group.py `LearnerGroup`: the learners' TorchTrainer (DDP, restarts), fitted in a thread
 Operations
     cluster.py       joining or starting Ray; what `ray job submit` uploads
     placement.py     where each actor runs, and whether the run fits the cluster

@@ -61,7 +61,7 @@ class RunControl:
         return self._restarts()
 
     async def learner_failed(self) -> None:
-        """Ray Train found a failed learner group (`learner.CountLearnerFailures`); it restarts it."""
+        """Ray Train found a failed learner group (`learner_group.CountLearnerFailures`); it restarts it."""
         self._failures += 1
 
     def _restarts(self) -> int:

@@ -10,7 +10,8 @@
                 version 0 = the base weights, or, with --resume, the checkpoint's weights, queue and counters
     rollouts    the rollout pool (`pool.RolloutPool`: N RolloutWorker actors serving tickets; with
                 cluster.autoscale it asks for nodes and grows as they arrive), or offline_dpo's fixed pairs
-    learners    Ray Train TorchTrainer (DDP) running `learner.train_loop_per_worker`, in a thread
+    learners    the learner group (`learner_group.LearnerGroup`: Ray Train's TorchTrainer, DDP, running
+                `learner.train_loop_per_worker`, in a thread)
     watch       drain learner records, log queue and rollout health, live view; replace dead or hung workers,
                 restore a restarted queue, turn SIGINT/SIGTERM into a stop with a final checkpoint
     finish      close the queue, write the aligned policy, evaluate it against the base, write the report
@@ -41,11 +42,12 @@ from sopo_ray.console import make_console
 from sopo_ray.distributed import cluster, placement
 from sopo_ray.distributed.control import RunControl
 from sopo_ray.distributed.group import caption_table
-from sopo_ray.distributed.learner import CountLearnerFailures, LearnerSetup, train_loop_per_worker
+from sopo_ray.distributed.learner import LearnerSetup
+from sopo_ray.distributed.learner_group import LearnerGroup
 from sopo_ray.distributed.monitor import PIPELINE_EVERY_S, LiveView
 from sopo_ray.distributed.pool import RolloutPool, WorkerArgs
 from sopo_ray.distributed.preflight import check_resume_point, preflight
-from sopo_ray.distributed.ray_logs import RAY_LOG, RayOutput, driver_log_level, train_logging
+from sopo_ray.distributed.ray_logs import RAY_LOG, RayOutput, driver_log_level
 from sopo_ray.distributed.replay_queue import ReplayQueue
 from sopo_ray.distributed.resume import ResumePoint, newest_loadable, restore_services
 from sopo_ray.distributed.rollout import RolloutWorker
@@ -91,10 +93,9 @@ class Driver:
         self.pool: RolloutPool | None = None
         self.pipeline: PipelineWatch | None = None
         self.pairs: Any = None
-        self.fit_thread: threading.Thread | None = None
+        self.learners: LearnerGroup | None = None
         # How it is going.
         self.stop_signal = 0
-        self.fit_error: BaseException | None = None
 
     # ------------------------------------------------------------------------------------------------
     # The run
@@ -208,34 +209,13 @@ class Driver:
         self.pipeline = PipelineWatch(self.cfg, self.queue, self.control, self.pool)
 
     def start_learners(self) -> None:
-        """Ray Train's TorchTrainer in a thread (its `fit()` blocks until the learners end)."""
-        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-        from ray.train.torch import TorchTrainer
-
-        cfg = self.cfg
-        setup = LearnerSetup(cfg=cfg, base=self.refs["base"], dataset=self.refs["train"], store=self.store,
+        """The learner group, fitting in a thread (its `fit()` blocks until the learners end)."""
+        setup = LearnerSetup(cfg=self.cfg, base=self.refs["base"], dataset=self.refs["train"], store=self.store,
                              control=self.control, tau=self.tau, reference_id=self.art.reference_id,
                              storage=self.storage.root, queue=self.queue, pairs=self.pairs,
                              restarts_before=self._restarts_before())
-        trainer = TorchTrainer(
-            train_loop_per_worker, train_loop_config={"setup": setup},
-            scaling_config=ScalingConfig(num_workers=cfg.cluster.num_learners, use_gpu=self.use_gpu,
-                                         resources_per_worker=placement.train_resources_per_worker(cfg.cluster,
-                                                                                                 self.use_gpu)),
-            run_config=RunConfig(name=self.storage.new_session(), storage_path=self.storage.root,
-                                 failure_config=FailureConfig(max_failures=cfg.faults.max_learner_failures),
-                                 callbacks=[CountLearnerFailures(self.control)],
-                                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.checkpoint.keep),
-                                 logging_config=train_logging(cfg.log.verbose)))
-
-        def fit() -> None:
-            try:
-                trainer.fit()
-            except BaseException as exc:  # noqa: BLE001 - reported by the driver thread
-                self.fit_error = exc
-
-        self.fit_thread = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
-        self.fit_thread.start()
+        self.learners = LearnerGroup(self.cfg, setup, self.storage, self.control, self.use_gpu)
+        self.learners.start()
 
     def watch(self) -> None:
         """Until the learners end: their records to metrics.jsonl, the pipeline's health, faults, signals."""
@@ -243,7 +223,7 @@ class Driver:
         last_pipeline, stop_sent = 0.0, False
         with self._signals(), Live(self.view.render(), console=self.console, refresh_per_second=2) if live_ok \
                 else contextlib.nullcontext() as live:
-            while self.fit_thread.is_alive():
+            while self.learners.running():
                 if self.stop_signal and not stop_sent:
                     request_stop(self.control, self.queue, "signal")
                     stop_sent = True
@@ -256,9 +236,9 @@ class Driver:
                     live.update(self.view.render())
                 elif (line := self.view.log_line(now)) is not None:
                     self.console.print(line, highlight=False)
-                self.fit_thread.join(timeout=0.5)
+                self.learners.wait(0.5)
             self._drain()
-            self.view.message = ("learners failed" if self.fit_error is not None
+            self.view.message = ("learners failed" if self.learners.error is not None
                                  else "stopped" if self.stop_signal else "learners finished")
             if live is not None:
                 live.update(self.view.render())
@@ -279,8 +259,8 @@ class Driver:
         health = {**self._fault_counts(), "learner_restarts": self._restarts_before() + status["learner_restarts"]}
         self.metrics.log(status.get("step", 0), event="run", state=status["state"], message=status["message"],
                          **{f"health/{k}": v for k, v in health.items()})
-        if self.fit_error is not None:
-            self.console.print(f"[red]error:[/] the learners failed: {str(self.fit_error).splitlines()[0]} "
+        if self.learners.error is not None:
+            self.console.print(f"[red]error:[/] the learners failed: {str(self.learners.error).splitlines()[0]} "
                                f"(Ray's output: {self.ray_output.path})")
             return 1
         policy_path = self._save_policy()

@@ -288,17 +288,6 @@ class Learner:
         self.last_checkpoint_step = self.step
 
 
-class CountLearnerFailures(ray.train.UserCallback):
-    """Ray Train callback (it runs in Train's controller): tell the run control of every failed learner group, so
-    `health/learner_restarts` counts each restart, also of a group that failed before its learners registered."""
-
-    def __init__(self, control: Any) -> None:
-        self.control = control
-
-    def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
-        self.control.learner_failed.remote()
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point (`TorchTrainer(train_loop_per_worker, train_loop_config={"setup": setup}, ...)`)."""
     Learner(config["setup"]).fit()
