@@ -68,6 +68,11 @@ def test_every_learner_failure_ray_train_reports_counts_as_a_restart(ray_cluster
     control = ray_cluster.remote(RunControl).options(num_cpus=0).remote(0.5, 8)
     failures = CountLearnerFailures(control)
     failures.after_exception(None, {0: RuntimeError("the placement group was removed")})   # before any start
+    # The callback does not wait (it runs in Train's controller) and RunControl is an async actor, which may run
+    # calls out of order: wait until the failure is recorded, as it is long before Train restarts the group.
+    deadline = time.monotonic() + 30
+    while ray_cluster.get(control.status.remote())["learner_restarts"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert ray_cluster.get(control.learner_started.remote(0)) == 1
     assert ray_cluster.get(control.learner_started.remote(0)) == 1    # a start without a reported failure: the same
     assert ray_cluster.get(control.learner_started.remote(0)) == 2    # ... until it is the third start of the rank
