@@ -86,8 +86,10 @@ def test_evaluate_compares_checkpoints_paired_on_the_oracle(smoke_workdir: Path,
     shutil.copy(base, copy)
     out = tmp_path / "paired.json"
     args = ["evaluate", *smoke_args(smoke_workdir), "--checkpoint", str(base), "--checkpoint", str(copy),
-            "--split", "test", "--paired-only", "--paired-draws", "2", "--out", str(out)]
+            "--split", "test", "--paired-only", "--paired-draws", "2", "--out", str(out),
+            "--evaluator", str(tmp_path / "no_evaluator.pt")]
     assert main(args) == 0
+    assert not (tmp_path / "no_evaluator.pt").exists()                  # the oracle needs no evaluator: none trained
     printed = capsys.readouterr().out
     assert "x 2 noise draws" in printed and "R@1" not in printed           # no metric tables
     split = json.loads(out.read_text())["splits"]["test"]

@@ -126,23 +126,24 @@ def run(args: argparse.Namespace) -> int:
         load_checkpoint(path, None, data_id)
     eval_path = Path(args.evaluator) if args.evaluator else artifacts.evaluator_path(cfg)
     reward_path = Path(args.reward) if args.reward else artifacts.reward_path(cfg)
+    tables = not args.paired_only   # the metric tables need the evaluator and the reward; the oracle needs neither
     for path, flag in ((eval_path, "--evaluator"), (reward_path, "--reward")):
-        if not path.is_file() or (flag == "--evaluator" and args.retrain_evaluator):
+        if tables and (not path.is_file() or (flag == "--evaluator" and args.retrain_evaluator)):
             check_output_file(path, flag)   # built there first
     out = Path(args.out) if args.out else None
     if out is None and args.checkpoint:
         out = Path(args.checkpoint[0]).with_name(f"{Path(args.checkpoint[0]).stem}_eval.json")
     out = check_output_file(out or Path(cfg.workdir) / "eval" / "real.json", "--out")
-    if args.retrain_evaluator or not eval_path.is_file():
+    if tables and (args.retrain_evaluator or not eval_path.is_file()):
         if cfg.pretrained.t2m_evaluator is None:
             console.print(f"[bold]training the evaluator[/] (train split only) -> {eval_path}")
         artifacts.build_evaluator(cfg, eval_path, console)
-    if not reward_path.is_file():
+    if tables and not reward_path.is_file():
         if cfg.pretrained.tmr is None:
             console.print(f"[bold]training the reward model[/] -> {reward_path}")
         artifacts.build_reward(cfg, reward_path, console)
-    evaluator = load_evaluator(eval_path, data_id)
-    reward = load_reward(reward_path, data_id)
+    evaluator = load_evaluator(eval_path, data_id) if tables else None
+    reward = load_reward(reward_path, data_id) if tables else None
 
     results: dict[str, Any] = {}
     for split, dataset in datasets.items():
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             results[split]["paired_oracle"] = paired_oracle(
                 {path: gen for path, (gen, _) in zip(args.checkpoint, generators, strict=True)}, dataset, cfg,
                 args.seed, args.paired_draws, split, console)
-        if args.paired_only:
+        if not tables:
             continue
         if args.real:
             start = time.time()
@@ -171,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
 
     report = {
         "seed": args.seed, "replications": cfg.evaluator.replications, "columns": list(COLUMNS),
-        "evaluator": str(eval_path), "reward": str(reward_path), "data_id": data_id, "splits": results,
+        "evaluator": str(eval_path) if tables else None, "reward": str(reward_path) if tables else None,
+        "data_id": data_id, "splits": results,
         "config": config_to_dict(cfg),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
