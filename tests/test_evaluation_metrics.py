@@ -107,3 +107,13 @@ def test_paired_difference_ci_by_hand_and_bad_shapes():
     for bad in ((a, b[:3]), (a[:1], b[:1]), (a.reshape(2, 2), b.reshape(2, 2))):
         with pytest.raises(ValueError, match="paired scores"):
             metrics.paired_difference_ci(*bad)
+
+
+def test_sample_mean_ci_has_no_interval_below_two_samples():
+    from sopo_ray.evaluation.metrics import sample_mean_ci
+
+    mean, half = sample_mean_ci(np.array([0.25, 0.75]))
+    assert mean == pytest.approx(0.5) and half == pytest.approx(1.96 * np.std([0.25, 0.75], ddof=1) / np.sqrt(2))
+    one = sample_mean_ci(np.array([0.4]))
+    assert one[0] == pytest.approx(0.4) and np.isnan(one[1])
+    assert all(np.isnan(v) for v in sample_mean_ci(np.array([])))

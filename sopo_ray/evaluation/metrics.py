@@ -121,8 +121,11 @@ def mean_ci(values: np.ndarray | list[float]) -> tuple[float, float]:
 
 
 def sample_mean_ci(values: np.ndarray) -> tuple[float, float]:
-    """Mean of per-sample scores and its 95% CI half-width (normal approximation, 1.96 * std(ddof=1) / sqrt(n))."""
+    """Mean of per-sample scores and its 95% CI half-width (normal approximation, 1.96 * std(ddof=1) / sqrt(n));
+    the half-width is NaN below two samples (and the mean too for none)."""
     values = np.asarray(values, dtype=np.float64)
+    if values.size < 2:
+        return float(values.mean()) if values.size else float("nan"), float("nan")
     return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(values.size))
 
 

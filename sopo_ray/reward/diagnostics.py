@@ -30,6 +30,7 @@ import torch
 from sopo_ray.data.dataset import MotionDataset
 from sopo_ray.data.synthetic.oracle import oracle_score
 from sopo_ray.distributed.seeds import derive_seed
+from sopo_ray.evaluation.metrics import sample_mean_ci
 
 GATE_FRACTIONS = (0.1, 0.3, 0.5)
 
@@ -93,13 +94,6 @@ def _bootstrap_ci(num: np.ndarray, den: np.ndarray, seed: int = 0, draws: int = 
     return float((hi - lo) / 2)
 
 
-def _mean_ci(values: np.ndarray) -> tuple[float, float]:
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        return float(values.mean()) if len(values) else float("nan"), float("nan")
-    return float(values.mean()), float(1.96 * values.std(ddof=1) / np.sqrt(len(values)))
-
-
 def ranking_figures(scores: GroupScores, tau: float) -> dict[str, Any]:
     """The figures of the module docstring (each as [mean, 95% CI half-width] where it has one)."""
     r, o = scores.rewards, scores.oracle
@@ -110,11 +104,11 @@ def ranking_figures(scores: GroupScores, tau: float) -> dict[str, Any]:
     return {
         "groups": len(r), "k": r.shape[1], "informative_pairs": int(pairs.sum()),
         "agreement": [float(agree.sum() / max(pairs.sum(), 1)), _bootstrap_ci(agree, pairs)],
-        "oracle_mean": list(_mean_ci(mean)),
-        "oracle_reward_best": list(_mean_ci(reward_best)),
-        "oracle_reward_worst": list(_mean_ci(reward_worst)),
-        "oracle_best": list(_mean_ci(o.max(1))),
-        "best_of_k_gain": list(_mean_ci(reward_best - mean)),
+        "oracle_mean": list(sample_mean_ci(mean)),
+        "oracle_reward_best": list(sample_mean_ci(reward_best)),
+        "oracle_reward_worst": list(sample_mean_ci(reward_worst)),
+        "oracle_best": list(sample_mean_ci(o.max(1))),
+        "best_of_k_gain": list(sample_mean_ci(reward_best - mean)),
         "gate_rate": float((r.min(1) < tau).mean()),
         "tau": float(tau),
         "tau_for_gate": {f"{q:g}": float(np.quantile(r.min(1), q)) for q in GATE_FRACTIONS},
