@@ -62,29 +62,28 @@ def verdict_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
                      for other, marks in result["verdict"].items()])
 
 
+def delta_table(title: str, deltas: dict[str, dict[str, list[float]]]) -> list[str]:
+    """Markdown rows of signed differences, one row per method: `mean±ci` per metric, '-' where it is missing."""
+    keys = [k for k in TABLE_COLUMNS if any(k in row for row in deltas.values())]
+    return markdown([title, *(HEADERS[k] for k in keys)],
+                    [[LABELS[method], *(f"{row[k][0]:+.3f}±{row[k][1]:.3f}" if k in row else "-" for k in keys)]
+                     for method, row in deltas.items()])
+
+
 def vs_base_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
     """Markdown rows: every method's change from the base per metric, mean ± t 95% CI over its training seeds
     (`experiments.seeds.delta_over_seeds`: the base is one fixed model scored on the same samples)."""
     methods = results["bases"][kind]["splits"][split]["methods"]
     if not all("vs_base" in row for row in methods.values()):
         return []
-    keys = [k for k in TABLE_COLUMNS if any(k in row["vs_base"] for row in methods.values())]
-    return markdown(["Δ from the base, over seeds", *(HEADERS[k] for k in keys)],
-                    [[LABELS[method], *(f"{row['vs_base'][k][0]:+.3f}±{row['vs_base'][k][1]:.3f}"
-                                        if k in row["vs_base"] else "-" for k in keys)]
-                     for method, row in methods.items()])
+    return delta_table("Δ from the base, over seeds", {method: row["vs_base"] for method, row in methods.items()})
 
 
 def sopo_minus_table(results: dict[str, Any], kind: str, split: str) -> list[str]:
     """Markdown rows: SoPo minus every other method seed by seed, mean ± t 95% CI over the seeds
     (`experiments.seeds.paired_delta_over_seeds`); an interval that excludes 0 resolves the difference."""
     minus = results["bases"][kind]["splits"][split].get("sopo_minus")
-    if not minus:
-        return []
-    keys = [k for k in TABLE_COLUMNS if any(k in row for row in minus.values())]
-    return markdown(["SoPo − method, same seed", *(HEADERS[k] for k in keys)],
-                    [[LABELS[method], *(f"{row[k][0]:+.3f}±{row[k][1]:.3f}" if k in row else "-" for k in keys)]
-                     for method, row in minus.items()])
+    return delta_table("SoPo − method, same seed", minus) if minus else []
 
 
 def pretrain_line(results: dict[str, Any], kind: str) -> str:
