@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -108,7 +109,9 @@ class ReplayQueue:
     """A `TicketBoard` behind an asyncio condition; run it as an async actor with num_cpus=0."""
 
     def __init__(self, plan: SchedulePlan, learner_version: int = 0) -> None:
-        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        with warnings.catch_warnings():  # Ray's own property reads its deprecated `actor_id` and warns about it
+            warnings.simplefilter("ignore", DeprecationWarning)
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self.board = TicketBoard(plan, learner_version, restoring=restarted, hold=self.hold)
         self._cond = asyncio.Condition()
 
