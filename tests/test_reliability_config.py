@@ -6,6 +6,10 @@ them through the CLI)."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import typing
 from collections.abc import Iterator
 
@@ -91,3 +95,22 @@ def test_cross_field_checks_refuse_what_the_fields_alone_allow(items, fragment):
     with pytest.raises(ConfigError) as err:
         load_config(None, items)
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+POLL_PROBE = ("import json, sys; from sopo_ray.config import load_config; "
+              "from sopo_ray.distributed.learner_group import train_poll_env; "
+              "print(json.dumps(train_poll_env(load_config('configs/smoke.yaml', sys.argv[1:]))))")
+
+
+@pytest.mark.parametrize(("env", "overrides", "expected"), [
+    (None, [], "0.5"), (None, ["faults.learner_poll_s=3"], "3.0"), ("0.2", ["faults.learner_poll_s=3"], "0.2")],
+    ids=["default", "config", "environment-wins"])
+def test_ray_train_health_check_interval_comes_from_the_config_unless_the_environment_sets_it(env, overrides,
+                                                                                               expected):
+    environ = {k: v for k, v in os.environ.items() if k != "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"}
+    if env is not None:
+        environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = env
+    out = subprocess.run([sys.executable, "-c", POLL_PROBE, *overrides], env=environ, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": expected}
+

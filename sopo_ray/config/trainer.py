@@ -58,6 +58,10 @@ class FaultsConfig(Section):
     """Rollout workers the driver may replace (died, failed, or stuck past sync_timeout_s) before the run fails."""
     max_learner_failures: Annotated[int, Field(ge=0)] = 2
     """Times Ray Train restarts a failed learner worker group from its latest checkpoint before the run fails."""
+    learner_poll_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    """Seconds between Ray Train's health checks of the learner group (Ray's own default: 2). Each check gates the
+    group's start, its restart after a failure and the end of the run, so a run idles up to this long at each;
+    RAY_TRAIN_HEALTH_CHECK_INTERVAL_S in the environment, when set, wins."""
 
 
 class CheckpointConfig(Section):

@@ -3,11 +3,13 @@ cluster.num_learners workers, fitted in a thread so the driver watches the run w
 
 Ray Train restarts a failed group from its newest checkpoint up to faults.max_learner_failures times
 (`FailureConfig`), keeps checkpoint.keep checkpoints, and reports every failure to the run control
-(`CountLearnerFailures`), so `health/learner_restarts` counts each restart.
+(`CountLearnerFailures`), so `health/learner_restarts` counts each restart. Its controller checks the group every
+faults.learner_poll_s seconds (`train_poll_env`).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -18,6 +20,17 @@ from sopo_ray.distributed import placement
 from sopo_ray.distributed.learner import LearnerSetup, train_loop_per_worker
 from sopo_ray.distributed.ray_logs import train_logging
 from sopo_ray.distributed.storage import RunStorage
+
+POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+"""Ray Train reads its controller's health-check interval from the environment of the process that fits."""
+USER_POLL = os.environ.get(POLL_ENV)
+"""The interval set in the environment before this module was imported (it wins over the config)."""
+
+
+def train_poll_env(cfg: Config) -> dict[str, str]:
+    """{POLL_ENV: seconds} for the TorchTrainer of a run: the environment's value if one was set, else
+    faults.learner_poll_s."""
+    return {POLL_ENV: USER_POLL if USER_POLL is not None else str(cfg.faults.learner_poll_s)}
 
 
 class CountLearnerFailures(ray.train.UserCallback):
@@ -38,6 +51,7 @@ class LearnerGroup:
         from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
 
+        os.environ.update(train_poll_env(cfg))  # read when fit() starts Train's controller, which passes it on
         self.trainer = TorchTrainer(
             train_loop_per_worker, train_loop_config={"setup": setup},
             scaling_config=ScalingConfig(num_workers=cfg.cluster.num_learners, use_gpu=use_gpu,
