@@ -111,7 +111,9 @@ def test_motion_embeddings_match_the_reference_on_the_real_clip(released, humanm
     ours = evaluator.embed_motions(test.features, test.lengths)
     for i in (0, 3, 5):
         ref = reference_motion(ckpt, test.features[i].astype(np.float64), int(test.lengths[i]), mean, std)
-        np.testing.assert_allclose(ours[i], ref, atol=1e-5, rtol=1e-5)
+        # float32 convolutions and a bi-GRU against a float64 reference: the CPU's kernels decide the last digits
+        # (1.2e-5 seen on one machine); a wrong layer, order or normalisation is off by 1e-2 or more
+        np.testing.assert_allclose(ours[i], ref, atol=1e-4, rtol=1e-5)
     batch_of_one = evaluator.embed_motions(test.features[[2]], test.lengths[[2]])
     np.testing.assert_allclose(batch_of_one[0], ours[2], atol=1e-5)  # no dependence on the batch's padding
 
