@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sopo_ray.data import load_dataset
-from sopo_ray.reward.diagnostics import GroupScores, pairwise_agreement, ranking_figures
+from sopo_ray.reward.diagnostics import GroupScores, clause_agreement, pairwise_agreement, ranking_figures
 from sopo_ray.reward.hard_negatives import counterfactuals
 from sopo_ray.reward.oracle import OracleReward, rollout_reward
 from sopo_ray.reward.tmr import TMRReward
@@ -32,11 +32,26 @@ def test_pairwise_agreement_counts_only_pairs_the_oracle_tells_apart():
     assert agree.tolist() == [0.5 + 0.0 + 1.0] and pairs.tolist() == [3.0]   # a reward tie counts 1/2
 
 
+def test_clause_agreement_judges_only_pairs_that_differ_in_one_clause():
+    def sample(count: bool, hand: bool) -> dict[str, bool]:
+        return {"0:clap.count": count, "1:wave.hand_up": hand}
+
+    group = [sample(True, True), sample(False, True), sample(False, False), sample(True, False)]
+    # pairs differing in one clause: (0,1) and (2,3) in the count, (0,3) and (1,2) in the hand; (0,2), (1,3): both
+    rewards = np.array([[0.9, 0.1, 0.5, 0.5]])
+    figures = clause_agreement(rewards, [group])
+    assert figures["clap.count"] == [0.75, 2.0]      # (0,1) agrees; (2,3) is a reward tie: 1/2
+    assert figures["wave.hand_up"] == [0.5, 2.0]     # (0,3) agrees, (1,2) does not
+    assert clause_agreement(-rewards, [group])["clap.count"] == [0.25, 2.0]
+    other = [sample(True, True), {"0:clap.count": False}]            # different clause sets are never compared
+    assert clause_agreement(np.array([[1.0, 0.0]]), [other]) == {}
+
+
 def test_ranking_figures_of_a_perfect_and_of_an_inverted_ranker():
     rng = np.random.default_rng(0)
     oracle = rng.uniform(size=(50, 4))
     perfect = ranking_figures(GroupScores(oracle * 0.5 + 0.2, oracle, np.full(50, 0.9)), tau=0.3)
-    assert perfect["agreement"][0] == 1.0
+    assert perfect["agreement"][0] == 1.0 and perfect["single_clause"] == {}   # no clauses kept: none judged
     assert perfect["oracle_reward_best"][0] == pytest.approx(perfect["oracle_best"][0])
     assert perfect["best_of_k_gain"][0] > 0 and perfect["real_over_sample"] == 1.0
     assert perfect["gate_rate"] == pytest.approx(float((oracle.min(1) * 0.5 + 0.2 < 0.3).mean()))
@@ -123,6 +138,8 @@ def test_reward_check_cli_writes_every_split(smoke_workdir, tmp_path):
     for figures in report["splits"].values():
         assert figures["groups"] == 6 and 0.0 <= figures["gate_rate"] <= 1.0
         assert 0.0 <= figures["oracle_reward_best"][0] <= figures["oracle_best"][0] <= 1.0
+        for agreement, pairs in figures["single_clause"].values():
+            assert 0.0 <= agreement <= 1.0 and pairs >= 1
     gated = subprocess.run(                                       # tau_gate: the gate is at the run's own tau
         [sys.executable, "-m", "sopo_ray.cli", "reward", "check", "--config", "configs/smoke.yaml",
          "--set", f"workdir={smoke_workdir}", "--set", f"data.root={smoke_workdir}/data", "--captions", "6",

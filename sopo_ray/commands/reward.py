@@ -17,6 +17,9 @@ from sopo_ray.config import load_config
 from sopo_ray.errors import DataError
 from sopo_ray.paths import check_output_file
 
+MIN_CLAUSE_PAIRS = 10
+"""`sopo reward check` prints a clause's single-clause agreement when at least this many pairs decide it."""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `sopo reward {train,score}`."""
@@ -154,6 +157,9 @@ def run_check(args: argparse.Namespace) -> int:
                       f"{f['oracle_reward_best'][0]:.3f}", f"{f['oracle_reward_worst'][0]:.3f}",
                       f"{f['oracle_best'][0]:.3f}", f"{f['gate_rate']:.2f}", f"{f['real_over_sample']:.2f}")
     Console(width=max(console.width, 160)).print(table)
+    for split, f in results.items():
+        common = [f"{kind} {a:.2f} ({n:.0f})" for kind, (a, n) in f["single_clause"].items() if n >= MIN_CLAUSE_PAIRS]
+        console.print(f"{split}, agreement on pairs that differ in one clause (pairs): " + (", ".join(common) or "-"))
     out = Path(args.out) if args.out else reward_path.with_name(f"{reward_path.stem}_check.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"policy": str(policy_path), "reward": str(reward_path), "k": args.k,

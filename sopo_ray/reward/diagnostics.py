@@ -15,6 +15,8 @@ the reward model and with the oracle, and reports per split:
     gate_rate          fraction of groups whose worst reward is below tau (SoPo's x^l term on)
     real_over_sample   fraction of (x^w, sample) pairs where the dataset motion scores higher
     tau_for_gate       the tau that would gate 10/30/50% of these groups (quantiles of min_k r)
+    single_clause      per oracle clause (e.g. `clap.count`): over sample pairs of one caption that differ in that
+                       clause alone, the fraction the reward ranks the one satisfying it higher, and the pairs
 
 Everything is seeded: one seed gives the same captions and initial noises for every reward model compared.
 """
@@ -45,6 +47,8 @@ class GroupScores:
     """[N, K] oracle score of each sample against its caption's parameters."""
     reward_real: np.ndarray
     """[N] r(x^w, c) of the dataset motion."""
+    clauses: list[list[dict[str, bool]]] | None = None
+    """[N][K] the oracle's clauses of each sample (clause name -> satisfied), if kept."""
 
 
 @torch.no_grad()
@@ -56,7 +60,7 @@ def score_policy_samples(policy: Any, reward: Any, dataset: MotionDataset, *, k:
     rng = np.random.default_rng([seed, 31])
     idx = rng.choice(len(dataset), min(num_captions, len(dataset)), replace=False)
     captions = [dataset.captions[i][rng.integers(len(dataset.captions[i]))] for i in idx]
-    rewards, oracle, real = [], [], []
+    rewards, oracle, real, clauses = [], [], [], []
     for s in range(0, len(idx), batch_captions):
         part, caps = idx[s:s + batch_captions], captions[s:s + batch_captions]
         lens = np.repeat(dataset.lengths[part], k)
@@ -65,10 +69,12 @@ def score_policy_samples(policy: Any, reward: Any, dataset: MotionDataset, *, k:
         samples = policy.sample(text, torch.from_numpy(lens), seeds, steps=steps, guidance=guidance).cpu().numpy()
         rep_caps = [c for c in caps for _ in range(k)]
         rewards.append(reward.score(samples, lens, rep_caps).cpu().numpy().reshape(-1, k))
-        oracle.append(np.array([oracle_score(m[:n], dataset.params[i]).score
-                                for m, n, i in zip(samples, lens, np.repeat(part, k), strict=True)]).reshape(-1, k))
+        judged = [oracle_score(m[:n], dataset.params[i])
+                  for m, n, i in zip(samples, lens, np.repeat(part, k), strict=True)]
+        oracle.append(np.array([j.score for j in judged]).reshape(-1, k))
+        clauses += [[j.clauses for j in judged[g:g + k]] for g in range(0, len(judged), k)]
         real.append(reward.score(dataset.features[part], dataset.lengths[part], caps).cpu().numpy())
-    return GroupScores(np.concatenate(rewards), np.concatenate(oracle), np.concatenate(real))
+    return GroupScores(np.concatenate(rewards), np.concatenate(oracle), np.concatenate(real), clauses)
 
 
 def pairwise_agreement(rewards: np.ndarray, oracle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +87,23 @@ def pairwise_agreement(rewards: np.ndarray, oracle: np.ndarray) -> tuple[np.ndar
     informative = np.abs(d_oracle) > 1e-9
     agree = np.where(d_reward == 0, 0.5, (np.sign(d_reward) == np.sign(d_oracle)).astype(float))
     return (agree * informative).sum(1), informative.sum(1).astype(float)
+
+
+def clause_agreement(rewards: np.ndarray, clauses: list[list[dict[str, bool]]]) -> dict[str, list[float]]:
+    """Clause kind (the clause name without its segment, e.g. `clap.count`) -> [agreement, pairs], over the sample
+    pairs of one caption whose oracle clauses differ in exactly one clause: the fraction where the reward ranks the
+    sample that satisfies it higher (a reward tie counts 1/2). Most pairs first."""
+    votes: dict[str, list[float]] = {}
+    for r, group in zip(rewards, clauses, strict=True):
+        for a in range(len(group)):
+            for b in range(a + 1, len(group)):
+                differ = [c for c in group[a] if group[a][c] != group[b].get(c)]
+                if len(differ) != 1 or set(group[a]) != set(group[b]):
+                    continue
+                good, bad = (a, b) if group[a][differ[0]] else (b, a)
+                vote = 0.5 if r[good] == r[bad] else float(r[good] > r[bad])
+                votes.setdefault(differ[0].split(":", 1)[-1], []).append(vote)
+    return {kind: [float(np.mean(v)), float(len(v))] for kind, v in sorted(votes.items(), key=lambda kv: -len(kv[1]))}
 
 
 def _bootstrap_ci(num: np.ndarray, den: np.ndarray, seed: int = 0, draws: int = 1000) -> float:
@@ -115,4 +138,5 @@ def ranking_figures(scores: GroupScores, tau: float) -> dict[str, Any]:
         "reward_sample_mean": float(r.mean()),
         "reward_real_mean": float(scores.reward_real.mean()),
         "real_over_sample": float((scores.reward_real[:, None] > r).mean()),
+        "single_clause": {} if scores.clauses is None else clause_agreement(r, scores.clauses),
     }
