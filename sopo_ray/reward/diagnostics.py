@@ -24,6 +24,7 @@ Everything is seeded: one seed gives the same captions and initial noises for ev
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -95,14 +96,15 @@ def clause_agreement(rewards: np.ndarray, clauses: list[list[dict[str, bool]]]) 
     sample that satisfies it higher (a reward tie counts 1/2). Most pairs first."""
     votes: dict[str, list[float]] = {}
     for r, group in zip(rewards, clauses, strict=True):
-        for a in range(len(group)):
-            for b in range(a + 1, len(group)):
-                differ = [c for c in group[a] if group[a][c] != group[b].get(c)]
-                if len(differ) != 1 or set(group[a]) != set(group[b]):
-                    continue
-                good, bad = (a, b) if group[a][differ[0]] else (b, a)
-                vote = 0.5 if r[good] == r[bad] else float(r[good] > r[bad])
-                votes.setdefault(differ[0].split(":", 1)[-1], []).append(vote)
+        for a, b in combinations(range(len(group)), 2):
+            if group[a].keys() != group[b].keys():
+                continue
+            differ = [c for c in group[a] if group[a][c] != group[b][c]]
+            if len(differ) != 1:
+                continue
+            good, bad = (a, b) if group[a][differ[0]] else (b, a)
+            vote = 0.5 if r[good] == r[bad] else float(r[good] > r[bad])
+            votes.setdefault(differ[0].split(":", 1)[-1], []).append(vote)
     return {kind: [float(np.mean(v)), float(len(v))] for kind, v in sorted(votes.items(), key=lambda kv: -len(kv[1]))}
 
 
