@@ -137,12 +137,16 @@ def test_quiet_ray_output_goes_to_the_log_file_and_each_distinct_line_once_to_th
     dispatcher, ray_printed = ray_printer
     console, out = file_console()
     report = "Reporting training result 1: TrainingReport(checkpoint=Checkpoint(path=/r/step_3), metrics={...})"
+    watcher = ("[2026-12-02 13:28:27,600 E 32520 32585] core_worker.cc:2465: Actor with class name: "
+               "'PreemptionWatcher' and ID: 'ab13' has constructor arguments in the object store and "
+               "max_restarts > 0. If the arguments in the object store go out of scope or are lost, ...")
     with RayOutput(tmp_path / "logs" / "ray.log", console, verbose=False) as output:
         assert [name for name, _ in dispatcher.handlers].count(RAY_PRINTER) == 0
         dispatcher.emit(batch("ReplayQueue", 12, "x.py:468: RayDeprecationWarning: use get_actor_id()", "  call()"))
         dispatcher.emit(batch("PlacementGroupCleaner", 13, "Failed to query actor 0a1b2c state (try 1)."))
         dispatcher.emit(batch("PlacementGroupCleaner", 13, "Failed to query actor 0a1b2c state (try 2)."))
         dispatcher.emit(batch("RayTrainWorker", 14, report, ip="10.0.0.3"))
+        dispatcher.emit(batch("TrainController", 15, watcher))
         dispatcher.emit(batch("", "autoscaler", "Resized to 4 CPUs."))
         dispatcher.emit(batch("TrainController", 15, "Exception in thread Monitor:", "Traceback (most recent call "
                               "last):", '  File "a.py", line 3, in run', "    self.run()"))
@@ -160,12 +164,13 @@ def test_quiet_ray_output_goes_to_the_log_file_and_each_distinct_line_once_to_th
         "(ReplayQueue pid=12) x.py:468: RayDeprecationWarning: use get_actor_id()", "(ReplayQueue pid=12)   call()",
         "(PlacementGroupCleaner pid=13) Failed to query actor 0a1b2c state (try 1).",
         "(PlacementGroupCleaner pid=13) Failed to query actor 0a1b2c state (try 2).",
-        f"(RayTrainWorker pid=14, ip=10.0.0.3) {report}", "(TrainController pid=15) Exception in thread Monitor:",
+        f"(RayTrainWorker pid=14, ip=10.0.0.3) {report}", f"(TrainController pid=15) {watcher}",
+        "(TrainController pid=15) Exception in thread Monitor:",
         "(TrainController pid=15) Traceback (most recent call last):",
         '(TrainController pid=15)   File "a.py", line 3, in run', "(TrainController pid=15)     self.run()",
         '(TrainController pid=15)   File "b.py", line 9, in get', "(TrainController pid=15)     raise ConnectionError(",
         "(TrainController pid=15) ConnectionError: Found multiple active Ray instances"]
-    assert (output.lines, output.shown, output.hidden) == (12, 5, 7)
+    assert (output.lines, output.shown, output.hidden) == (13, 5, 8)   # the watcher notice: logged, hidden
     assert [b["pid"] for b in ray_printed] == ["autoscaler"]            # autoscaler events: Ray's own printer
     names = [name for name, _ in dispatcher.handlers]
     assert names.count(RAY_PRINTER) == 1 and OUR_PRINTER not in names   # Ray's printer is back

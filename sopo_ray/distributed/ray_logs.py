@@ -7,7 +7,10 @@ with every metric) and per checkpoint. With `log.verbose` off (the default):
 - Ray Train logs at WARNING (`ray.train.LoggingConfig`): its checkpoint and worker-group INFO lines are not
   printed (Ray keeps all its Train logs in its session directory, logs/train/). Its warnings and errors still
   arrive. The per-report line escapes that level (Ray 2.60 logs it under a logger named by file path), so it
-  is recognised by its text (`TRAIN_INFO`) and kept off the console; each report's metrics are in metrics.jsonl.
+  is recognised by its text (`LOG_FILE_ONLY`) and kept off the console; each report's metrics are in
+  metrics.jsonl. So is Ray core's error-level notice, at the start of every run, that Train's own
+  `PreemptionWatcher` actor has restartable constructor arguments (ray-project/ray#53727): nothing a user of
+  this trainer can act on.
 - `RayOutput` takes the place of Ray's printer on the driver: every streamed line goes to `<run>/logs/ray.log`
   with its time and source; the console shows each distinct line once (numbers ignored, like Ray's own
   deduplication), behind a short `ray <Actor>:` tag; of a traceback only the exception it ends with.
@@ -35,8 +38,12 @@ from rich.markup import escape
 RAY_LOG = Path("logs") / "ray.log"
 RAY_PRINTER = "ray_print_logs"  # the name Ray registers its driver-side printer under
 OUR_PRINTER = "sopo_ray_output"
-# Ray Train INFO lines that its log level does not hold back: to the log file only.
-TRAIN_INFO = re.compile(r"^Reporting training result \d+: TrainingReport\(")
+LOG_FILE_ONLY = (
+    re.compile(r"^Reporting training result \d+: TrainingReport\("),
+    re.compile(r"Actor with class name: 'PreemptionWatcher' .* has constructor arguments in the object store"),
+)
+"""Ray lines for the log file only: Ray Train's per-report INFO line, which its log level does not hold back, and
+Ray core's notice about Train's internal PreemptionWatcher actor."""
 
 
 def train_logging(verbose: bool) -> Any:
@@ -147,7 +154,7 @@ class RayOutput:
             self.console.print(f"[dim]ray {escape(name)}:[/] {escape(line)}", highlight=False)
 
     def _console_lines(self, pid: Any, lines: list[str]) -> list[str]:
-        """The lines worth the console: not Ray Train's per-report line, and of a traceback only the exception
+        """The lines worth the console: none of `LOG_FILE_ONLY`, and of a traceback only the exception
         it ends with (its frames stay in the log file; a traceback may span batches of one process)."""
         out = []
         for line in lines:
@@ -158,7 +165,7 @@ class RayOutput:
             elif pid in self._in_traceback:
                 self._in_traceback.discard(pid)
                 out.append(f"{line}  (traceback in {self.path})")
-            elif not TRAIN_INFO.match(line):
+            elif not any(pattern.search(line) for pattern in LOG_FILE_ONLY):
                 out.append(line)
         return out
 
