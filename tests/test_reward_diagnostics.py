@@ -3,6 +3,7 @@ the oracle control (`reward.kind: oracle`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,7 +14,14 @@ import pytest
 import torch
 
 from sopo_ray.data import load_dataset
-from sopo_ray.reward.diagnostics import GroupScores, clause_agreement, pairwise_agreement, ranking_figures
+from sopo_ray.reward.diagnostics import (
+    COUNT_WORDS,
+    GroupScores,
+    clause_agreement,
+    count_probe,
+    pairwise_agreement,
+    ranking_figures,
+)
 from sopo_ray.reward.hard_negatives import counterfactuals
 from sopo_ray.reward.oracle import OracleReward, rollout_reward
 from sopo_ray.reward.tmr import TMRReward
@@ -61,6 +69,35 @@ def test_ranking_figures_of_a_perfect_and_of_an_inverted_ranker():
     assert taus["0.1"] < taus["0.3"] < taus["0.5"]
     at_30 = ranking_figures(GroupScores(oracle * 0.5 + 0.2, oracle, np.full(50, 0.9)), tau=taus["0.3"] + 1e-9)
     assert at_30["gate_rate"] == pytest.approx(0.3, abs=0.03)
+
+
+class _CountingReward:
+    """Reads the count from the motion (a marker its test writes into frame 0) or, like a shortcut, from its
+    length; scores 1 for the caption naming that count, 0 otherwise."""
+
+    def __init__(self, by_length: bool) -> None:
+        self.by_length = by_length
+
+    def score(self, features, lengths, captions):
+        counts = [min(int(n) // 20, 3) if self.by_length else int(round(f[0, 4]))
+                  for f, n in zip(features, lengths, strict=True)]
+        return torch.tensor([float(COUNT_WORDS[k] in c) for k, c in zip(counts, captions, strict=True)])
+
+
+def test_count_probe_tells_a_reward_that_counts_from_one_that_reads_the_length(tiny_dataset):
+    data = load_dataset(tiny_dataset, "train")
+    counts = np.minimum(data.lengths // 20, 3)     # clips of 40-80 frames: count index 2 or 3, read from the length
+    features = data.features.copy()
+    features[:, 0, 4] = counts
+    captions = [[f"a person jumps {COUNT_WORDS[k]}", caps[0]] for k, caps in zip(counts, data.captions, strict=True)]
+    captions[0] = ["a person jumps once and then twice"]               # two counts: not asked
+    captions[1] = ["a person walks forward"]                           # none: not asked
+    probe_set = dataclasses.replace(data, features=features, captions=captions)
+    honest = count_probe(_CountingReward(by_length=False), probe_set)
+    shortcut = count_probe(_CountingReward(by_length=True), probe_set)
+    assert honest["motions"] == shortcut["motions"] == len(data) - 2
+    assert honest["as_is"] == honest["padded"] == 1.0 and shortcut["as_is"] == 1.0
+    assert shortcut["padded"] == pytest.approx(np.mean(counts[2:] == 3)) and shortcut["padded"] < 1.0
 
 
 def test_contrastive_loss_never_uses_the_same_caption_as_a_negative_and_counts_hard_negatives():
@@ -140,6 +177,9 @@ def test_reward_check_cli_writes_every_split(smoke_workdir, tmp_path):
         assert 0.0 <= figures["oracle_reward_best"][0] <= figures["oracle_best"][0] <= 1.0
         for agreement, pairs in figures["single_clause"].values():
             assert 0.0 <= agreement <= 1.0 and pairs >= 1
+        probe = figures["count_probe"]
+        assert probe["motions"] >= 0 and all(np.isnan(probe[k]) or 0.0 <= probe[k] <= 1.0 for k in ("as_is", "padded"))
+    assert "the reward picks the caption's own count" in proc.stdout
     gated = subprocess.run(                                       # tau_gate: the gate is at the run's own tau
         [sys.executable, "-m", "sopo_ray.cli", "reward", "check", "--config", "configs/smoke.yaml",
          "--set", f"workdir={smoke_workdir}", "--set", f"data.root={smoke_workdir}/data", "--captions", "6",

@@ -7,7 +7,8 @@ import pytest
 
 from sopo_ray.data import load_dataset
 from sopo_ray.motion.features import root_trajectory
-from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals
+from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals, hold_pad
+from sopo_ray.reward.training import pad_lengths
 
 
 @pytest.mark.parametrize(("caption", "expected"), [
@@ -65,3 +66,43 @@ def test_corruptions_are_named_and_unknown_ones_refused(motion):
     assert set(CORRUPTIONS) == {"drift", "freeze", "reverse"}
     with pytest.raises(ValueError, match="unknown corruption"):
         corrupt(x, n, "melt", np.random.default_rng(0))
+
+
+def test_hold_pad_stands_still_around_the_motion_without_moving_the_body(motion):
+    x, n = motion
+    total, n = x.shape[0], min(n, x.shape[0] - 10)                                   # room for 10 held frames
+    padded = hold_pad(x, n, total, before=3)
+    np.testing.assert_array_equal(padded[3:3 + n], x[:n])                             # the motion itself, shifted
+    for frame, pose in ((0, x[0]), (2, x[0]), (3 + n, x[n - 1]), (total - 1, x[n - 1])):
+        np.testing.assert_array_equal(padded[frame, 3:193], pose[3:193])               # height, joints, rotations
+        np.testing.assert_array_equal(padded[frame, 0:3], 0.0)                         # no root motion
+        np.testing.assert_array_equal(padded[frame, 193:259], 0.0)                     # no joint velocity
+        np.testing.assert_array_equal(padded[frame, 259:263], 1.0)                     # both feet down
+    _, root = root_trajectory(x[:n].astype(np.float64))
+    _, moved = root_trajectory(padded.astype(np.float64))
+    np.testing.assert_allclose(moved[3 + n - 1] - moved[3], root[-1] - root[0], atol=1e-5)     # the same path
+    np.testing.assert_allclose(moved[-1], moved[3 + n], atol=1e-6)     # the last velocity lands, then it stands
+    np.testing.assert_array_equal(hold_pad(x, n, n, before=0)[:n], x[:n])
+
+
+@pytest.mark.parametrize(("new_length", "before"), [(10, 0), (200, 0), (None, -1), (None, 5)])
+def test_hold_pad_refuses_lengths_it_cannot_make(motion, new_length, before):
+    x, n = motion
+    new_length = n + 4 if new_length is None else new_length
+    with pytest.raises(ValueError, match="cannot pad"):
+        hold_pad(x, n, new_length, before)
+
+
+def test_pad_lengths_lengthens_only_the_drawn_motions_within_the_batch_width(tiny_dataset):
+    data = load_dataset(tiny_dataset, "train")
+    features, lengths = data.features[:16], data.lengths[:16]
+    same, same_len = pad_lengths(features, lengths, 0.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(same, features)
+    np.testing.assert_array_equal(same_len, lengths)
+    padded, new = pad_lengths(features, lengths, 1.0, np.random.default_rng(0))
+    assert np.all(new >= lengths) and np.all(new <= features.shape[1]) and np.any(new > lengths)
+    for f, g, n, m in zip(features, padded, lengths, new, strict=True):
+        starts = [s for s in range(m - n + 1) if np.array_equal(g[s:s + n], f[:n])]
+        assert starts, "the motion must appear unchanged inside its padded copy"
+        np.testing.assert_array_equal(g[m:], 0.0)
+    np.testing.assert_array_equal(features, data.features[:16])                        # the input is not touched

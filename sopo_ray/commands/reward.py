@@ -123,7 +123,7 @@ def run_check(args: argparse.Namespace) -> int:
     from sopo_ray.data import load_dataset
     from sopo_ray.models.generator import load_generator
     from sopo_ray.reward import load_reward
-    from sopo_ray.reward.diagnostics import ranking_figures, score_policy_samples
+    from sopo_ray.reward.diagnostics import count_probe, ranking_figures, score_policy_samples
 
     cfg = load_config(args.config, args.overrides)
     if cfg.data.source != "synthetic":
@@ -143,10 +143,10 @@ def run_check(args: argparse.Namespace) -> int:
     console = Console()
     results = {}
     for split in args.splits:
-        scores = score_policy_samples(policy, reward, load_dataset(cfg.data, split), k=args.k,
-                                      num_captions=args.captions, steps=d.rollout_sample_steps,
-                                      guidance=d.guidance_scale, seed=args.seed)
-        results[split] = ranking_figures(scores, tau)
+        dataset = load_dataset(cfg.data, split)
+        scores = score_policy_samples(policy, reward, dataset, k=args.k, num_captions=args.captions,
+                                      steps=d.rollout_sample_steps, guidance=d.guidance_scale, seed=args.seed)
+        results[split] = ranking_figures(scores, tau) | {"count_probe": count_probe(reward, dataset)}
     table = Table(title=f"reward {reward_path} on {policy_path}'s own samples (K={args.k}, {args.captions} captions "
                         f"per split, {d.rollout_sample_steps} DDIM steps, guidance {d.guidance_scale:g})")
     for column in ("split", "agreement", "oracle mean", "reward-best", "reward-worst", "oracle-best",
@@ -160,6 +160,11 @@ def run_check(args: argparse.Namespace) -> int:
     for split, f in results.items():
         common = [f"{kind} {a:.2f} ({n:.0f})" for kind, (a, n) in f["single_clause"].items() if n >= MIN_CLAUSE_PAIRS]
         console.print(f"{split}, agreement on pairs that differ in one clause (pairs): " + (", ".join(common) or "-"))
+        c = f["count_probe"]
+        hint = " (lower: part of its count comes from the clip's length)" if c["padded"] < c["as_is"] - 0.1 else ""
+        console.print(f"{split}, real motions: the reward picks the caption's own count {c['as_is']:.2f} "
+                      f"({c['motions']} motions), {c['padded']:.2f} when the motion then stands still to the "
+                      f"split's full length{hint}")
     out = Path(args.out) if args.out else reward_path.with_name(f"{reward_path.stem}_check.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"policy": str(policy_path), "reward": str(reward_path), "k": args.k,

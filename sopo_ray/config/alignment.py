@@ -51,6 +51,10 @@ class RewardConfig(Section):
     """Dropout in both encoders (TMR: 0.1)."""
     frames_per_token: Annotated[int, Field(ge=1)] = 4
     """Consecutive frames embedded into one motion token (TMR: 1); 4 makes CPU training and scoring ~4x faster."""
+    length_augment: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Probability that a training motion is lengthened by standing still before and after it, to a random length
+    up to the batch width (`hard_negatives.hold_pad`), so that a clip's length stops telling how many times its
+    action repeats (docs/evaluation.md: without it the reward partly counts by length)."""
     trajectory: bool = True
     """Feed the motion encoder the global root trajectory (heading, position in the start frame) beside the 263
     features, which hold it only as velocities (`reward.tmr.trajectory_channels`)."""

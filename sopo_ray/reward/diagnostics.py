@@ -18,11 +18,17 @@ the reward model and with the oracle, and reports per split:
     single_clause      per oracle clause (e.g. `clap.count`): over sample pairs of one caption that differ in that
                        clause alone, the fraction the reward ranks the one satisfying it higher, and the pairs
 
+On the split's real motions, `count_probe` also asks the reward how many times each caption's action repeats (the
+caption among its once / twice / three times / four times variants that it scores highest), on the motion as it
+is and padded by standing still to the split's full width: a reward that counts by the clip's length fails the
+second (docs/evaluation.md).
+
 Everything is seeded: one seed gives the same captions and initial noises for every reward model compared.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
@@ -34,8 +40,11 @@ from sopo_ray.data.dataset import MotionDataset
 from sopo_ray.data.synthetic.oracle import oracle_score
 from sopo_ray.distributed.seeds import derive_seed
 from sopo_ray.evaluation.metrics import sample_mean_ci
+from sopo_ray.reward.hard_negatives import hold_pad
 
 GATE_FRACTIONS = (0.1, 0.3, 0.5)
+COUNT_WORDS = ("once", "twice", "three times", "four times")
+_COUNT_RE = re.compile(r"\b(" + "|".join(COUNT_WORDS) + r")\b", re.IGNORECASE)
 
 
 @dataclass
@@ -142,3 +151,23 @@ def ranking_figures(scores: GroupScores, tau: float) -> dict[str, Any]:
         "real_over_sample": float((scores.reward_real[:, None] > r).mean()),
         "single_clause": {} if scores.clauses is None else clause_agreement(r, scores.clauses),
     }
+
+
+@torch.no_grad()
+def count_probe(reward: Any, dataset: MotionDataset) -> dict[str, float]:
+    """How often the reward picks a real motion's own count among its first caption's count variants, as the
+    motion is (`as_is`) and followed by standing still to the dataset's full width (`padded`, which changes
+    nothing the motion does), over the `motions` whose first caption names exactly one count."""
+    width = dataset.features.shape[1]
+    hits: dict[str, list[bool]] = {"as_is": [], "padded": []}
+    for features, length, captions in zip(dataset.features, dataset.lengths, dataset.captions, strict=True):
+        found = _COUNT_RE.findall(captions[0])
+        if len(found) != 1:
+            continue
+        own = COUNT_WORDS.index(found[0].lower())
+        variants = [_COUNT_RE.sub(word, captions[0]) for word in COUNT_WORDS]
+        n = int(length)
+        for key, motion, frames in (("as_is", features, n), ("padded", hold_pad(features, n, width, 0), width)):
+            scores = reward.score(np.repeat(motion[None], len(variants), 0), [frames] * len(variants), variants)
+            hits[key].append(int(torch.as_tensor(scores).argmax()) == own)
+    return {"motions": len(hits["as_is"]), **{k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}}

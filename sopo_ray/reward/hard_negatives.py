@@ -91,3 +91,20 @@ def corrupt(features: np.ndarray, length: int, kind: str, rng: np.random.Generat
     else:
         raise ValueError(f"unknown corruption {kind!r}; use one of {', '.join(CORRUPTIONS)}")
     return x
+
+
+def hold_pad(features: np.ndarray, length: int, new_length: int, before: int) -> np.ndarray:
+    """A copy of one motion `[T, 263]` lengthened to `new_length` frames by standing still: `before` frames
+    holding its first pose, then the motion, then its last pose held (velocities zero, feet in contact)."""
+    n, after = int(length), int(new_length) - int(length) - int(before)
+    if before < 0 or after < 0 or new_length > len(features):
+        raise ValueError(f"cannot pad a {n}-frame motion to {new_length} frames ({before} before) in {len(features)}")
+    x = np.zeros_like(features)
+    x[before:before + n] = features[:n]
+    x[:before] = features[0]
+    x[before + n:new_length] = features[n - 1]
+    for held in (slice(0, before), slice(before + n, new_length)):
+        x[held, 0:3] = 0.0
+        x[held, 193:259] = 0.0
+        x[held, 259:263] = 1.0
+    return x

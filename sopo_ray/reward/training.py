@@ -20,7 +20,7 @@ from sopo_ray.fitting import fit_and_save
 from sopo_ray.lr_schedule import warmup_cosine
 from sopo_ray.models.text_encoder import get_text_encoder
 from sopo_ray.motion.mirror import mirror_caption, mirror_features
-from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals
+from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals, hold_pad
 from sopo_ray.reward.tmr import KIND, TMRReward
 from sopo_ray.tracking import MetricsWriter
 
@@ -119,6 +119,18 @@ def retrieval_metrics(model: TMRReward, dataset: MotionDataset, seed: int = 0) -
     return out
 
 
+def pad_lengths(features: np.ndarray, lengths: np.ndarray, prob: float,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Each motion of the batch, with probability `prob`, stands still before and after itself up to a random
+    length in [its length, the batch width] (`hard_negatives.hold_pad`)."""
+    out, new = features.copy(), lengths.copy()
+    for b in np.flatnonzero(rng.random(len(lengths)) < prob):
+        n = int(lengths[b])
+        new[b] = int(rng.integers(n, features.shape[1] + 1))
+        out[b] = hold_pad(features[b], n, int(new[b]), int(rng.integers(0, new[b] - n + 1)))
+    return out, new
+
+
 MAX_COUNTERFACTUALS = 2
 """Counterfactuals kept per caption (drawn once, seeded): enough variety, and the sentence encoder embeds ~3x the
 train captions instead of ~5x."""
@@ -196,6 +208,8 @@ def fit_reward(train: MotionDataset, val: MotionDataset | None, rcfg: RewardConf
         for step in range(1, rcfg.steps + 1):
             features, lengths, ids, hard = pairs.batch(rng, rcfg.batch_size)
             sent = pairs.table[ids]
+            if rcfg.length_augment > 0:
+                features, lengths = pad_lengths(features, lengths, rcfg.length_augment, rng)
             z_m = model.encode_motion(features, lengths)
             z_t = model.encode_sentences(sent)
             z_hard = None if hard is None else model.encode_sentences(pairs.table[hard.clamp_min(0)])
