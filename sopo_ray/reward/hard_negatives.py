@@ -10,6 +10,8 @@ way, how many times, how fast. Two sources of negatives that differ in exactly o
   "forward" -> "backward", "slowly" -> "quickly", "90" -> "180"), an extra negative text for its motion.
 
 Both are plain edits of English motion descriptions and would apply to real HumanML3D captions as they are.
+Beside them, `corrupt` breaks a motion into an extra negative for its own caption, and `hold_pad` lengthens a
+motion by standing still, which keeps its caption true (a positive, so that length stops telling a count).
 """
 
 from __future__ import annotations
