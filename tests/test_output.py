@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 import re
 import subprocess
@@ -19,7 +20,14 @@ from rich.table import Table
 from sopo_ray.config import load_config
 from sopo_ray.console import make_console, print_table, table_width
 from sopo_ray.distributed.monitor import LiveView
-from sopo_ray.distributed.ray_logs import OUR_PRINTER, RAY_PRINTER, RayOutput
+from sopo_ray.distributed.ray_logs import (
+    OUR_PRINTER,
+    RAY_PRINTER,
+    TOKEN_AUTH_ENABLED,
+    TOKEN_AUTH_LOGGER,
+    RayOutput,
+    quiet_token_auth_notice,
+)
 from sopo_ray.evaluation.tables import comparison_markdown, comparison_table
 from sopo_ray.run import add_run_args, config_overrides
 
@@ -183,6 +191,31 @@ def test_verbose_ray_output_is_printed_by_ray_and_still_logged(ray_printer, tmp_
         dispatcher.emit(batch("RayTrainWorker", 14, "Checkpoint successfully created at: /r/step_3"))
     assert out.getvalue() == "" and len(ray_printed) == 1
     assert output.lines == 1 and "Checkpoint successfully created" in (tmp_path / "ray.log").read_text()
+
+
+def test_rays_token_auth_enabled_notice_is_dropped_and_its_auth_disabled_warning_kept():
+    from ray._private.authentication import authentication_token_setup as ray_auth
+
+    auth_logger = logging.getLogger(TOKEN_AUTH_LOGGER)
+    assert ray_auth.logger is auth_logger                              # the logger Ray warns through
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    before = list(auth_logger.filters)
+    auth_logger.addHandler(handler)
+    try:
+        ray_auth._warn_token_auth_enabled()                             # as Ray prints it without us
+        quiet_token_auth_notice()
+        quiet_token_auth_notice()                                       # a second run in the same process
+        added = [f for f in auth_logger.filters if f not in before]
+        ray_auth._warn_token_auth_enabled()
+        ray_auth._warn_token_auth_disabled()
+    finally:
+        auth_logger.removeHandler(handler)
+        auth_logger.filters[:] = before
+    messages = [r.getMessage() for r in records]
+    assert len(added) == 1 and len(messages) == 2
+    assert messages[0].startswith(TOKEN_AUTH_ENABLED) and messages[1].startswith("Token authentication is disabled")
 
 
 def test_verbose_flag_sets_log_verbose():

@@ -21,6 +21,7 @@ import ray
 from ray.exceptions import AuthenticationError
 
 from sopo_ray.config import ClusterConfig
+from sopo_ray.distributed.ray_logs import quiet_token_auth_notice
 from sopo_ray.errors import ClusterError
 
 logger = logging.getLogger(__name__)
@@ -181,10 +182,13 @@ def connect(cluster_cfg: ClusterConfig, *, namespace: str | None = None,
     when set, else starts a fresh local Ray with `num_cpus` and the dashboard on `dashboard_host`.
     An already initialised Ray in this process (a notebook, the test fixture, a second call) is reused as is.
     Unreachable addresses raise `ClusterError` within `cluster_cfg.connect_timeout_s`. `logging_level` is the
-    driver's own Ray logger's (the trainer passes WARNING unless log.verbose).
+    driver's own Ray logger's (the trainer passes WARNING unless log.verbose; above INFO, Ray's notice that it
+    enabled token authentication is not printed either).
     """
     if ray.is_initialized():
         return _summary(started_local=False, dashboard_url=None)
+    if logging_level > logging.INFO:
+        quiet_token_auth_notice()
     target = _join_target(cluster_cfg.address)
     if target is None:
         if cluster_cfg.dashboard and not _is_loopback(cluster_cfg.dashboard_host):

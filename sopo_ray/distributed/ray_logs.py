@@ -15,7 +15,8 @@ with every metric) and per checkpoint. With `log.verbose` off (the default):
   with its time and source; the console shows each distinct line once (numbers ignored, like Ray's own
   deduplication), behind a short `ray <Actor>:` tag; of a traceback only the exception it ends with.
   Autoscaler events still go through Ray's printer (its raw status dumps are not kept).
-- The driver's own Ray logger is set to WARNING ("Started a local Ray instance" and similar stay quiet).
+- The driver's own Ray logger is set to WARNING ("Started a local Ray instance" and similar stay quiet), and
+  Ray's warning that a new local Ray enabled token authentication is dropped (`quiet_token_auth_notice`).
 
 With `log.verbose` on, Ray prints as it always does (and the log file is still written).
 
@@ -56,6 +57,22 @@ def train_logging(verbose: bool) -> Any:
 def driver_log_level(verbose: bool) -> int:
     """`ray.init(logging_level=...)` for the driver's own Ray logger."""
     return logging.INFO if verbose else logging.WARNING
+
+
+TOKEN_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+TOKEN_AUTH_ENABLED = "Token authentication is enabled for this Ray cluster"
+
+
+def _not_token_auth_enabled(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(TOKEN_AUTH_ENABLED)
+
+
+def quiet_token_auth_notice() -> None:
+    """Keep Ray's warning-level notice that a new local Ray turned token authentication on (Ray 2.5x+, at every
+    start) off the console; its warning that authentication is *off* still prints."""
+    auth_logger = logging.getLogger(TOKEN_AUTH_LOGGER)
+    if _not_token_auth_enabled not in auth_logger.filters:
+        auth_logger.addFilter(_not_token_auth_enabled)
 
 
 def source_of(data: dict[str, Any]) -> str:

@@ -98,6 +98,7 @@ class Experiment:
     def prepare(self, cfg: Config) -> artifacts.Artifacts:
         """Build or reuse the dataset, base model, reward model and evaluator of `cfg`, recording build times."""
         from sopo_ray.distributed import cluster
+        from sopo_ray.distributed.ray_logs import driver_log_level
 
         builders = [(artifacts.base_path(cfg), lambda p: artifacts.build_base(cfg, p, None, self.console)),
                     (artifacts.reward_path(cfg), lambda p: artifacts.build_reward(cfg, p, self.console)),
@@ -109,7 +110,7 @@ class Experiment:
                 build(path)
                 _write_json(path.parent / "build_time.json", {"wall_s": time.time() - start})
         art = artifacts.resolve(cfg, self.console)
-        cluster.connect(cfg.cluster)
+        cluster.connect(cfg.cluster, logging_level=driver_log_level(cfg.log.verbose))
         return art
 
     # ------------------------------------------------------------------------------------------------
