@@ -106,3 +106,17 @@ def test_pad_lengths_lengthens_only_the_drawn_motions_within_the_batch_width(tin
         assert starts, "the motion must appear unchanged inside its padded copy"
         np.testing.assert_array_equal(g[m:], 0.0)
     np.testing.assert_array_equal(features, data.features[:16])                        # the input is not touched
+
+
+def test_hold_pad_finds_the_velocity_blocks_of_a_kit_motion():
+    from sopo_ray.motion.features import feature_slices
+
+    kit = np.random.default_rng(0).normal(size=(30, 251)).astype(np.float32)           # 21 joints
+    padded = hold_pad(kit, 20, 30, before=4)
+    blocks = feature_slices(21)
+    for held in (padded[:4], padded[24:]):
+        for velocity in ("root_rot_vel", "root_lin_vel", "local_vel"):
+            np.testing.assert_array_equal(held[:, blocks[velocity]], 0.0)
+        np.testing.assert_array_equal(held[:, blocks["foot_contact"]], 1.0)
+        np.testing.assert_array_equal(held[:, blocks["ric"]], held[:1, blocks["ric"]].repeat(len(held), 0))   # one pose
+    np.testing.assert_array_equal(padded[4:24], kit[:20])

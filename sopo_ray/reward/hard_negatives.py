@@ -20,6 +20,8 @@ import re
 
 import numpy as np
 
+from sopo_ray.motion.features import feature_slices, joints_for_dim
+
 SWAP_GROUPS: tuple[tuple[str, ...], ...] = (
     ("left", "right"),
     ("forward", "backward"),
@@ -96,17 +98,19 @@ def corrupt(features: np.ndarray, length: int, kind: str, rng: np.random.Generat
 
 
 def hold_pad(features: np.ndarray, length: int, new_length: int, before: int) -> np.ndarray:
-    """A copy of one motion `[T, 263]` lengthened to `new_length` frames by standing still: `before` frames
-    holding its first pose, then the motion, then its last pose held (velocities zero, feet in contact)."""
+    """A copy of one motion `[T, D]` (HumanML3D or KIT features) lengthened to `new_length` frames by standing
+    still: `before` frames holding its first pose, then the motion, then its last pose held (velocities zero, feet
+    in contact)."""
     n, after = int(length), int(new_length) - int(length) - int(before)
     if before < 0 or after < 0 or new_length > len(features):
         raise ValueError(f"cannot pad a {n}-frame motion to {new_length} frames ({before} before) in {len(features)}")
+    blocks = feature_slices(joints_for_dim(features.shape[-1]))
     x = np.zeros_like(features)
     x[before:before + n] = features[:n]
     x[:before] = features[0]
     x[before + n:new_length] = features[n - 1]
     for held in (slice(0, before), slice(before + n, new_length)):
-        x[held, 0:3] = 0.0
-        x[held, 193:259] = 0.0
-        x[held, 259:263] = 1.0
+        for velocity in ("root_rot_vel", "root_lin_vel", "local_vel"):
+            x[held, blocks[velocity]] = 0.0
+        x[held, blocks["foot_contact"]] = 1.0
     return x
