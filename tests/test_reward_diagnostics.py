@@ -15,14 +15,13 @@ import torch
 
 from sopo_ray.data import load_dataset
 from sopo_ray.reward.diagnostics import (
-    COUNT_WORDS,
     GroupScores,
     clause_agreement,
     count_probe,
     pairwise_agreement,
     ranking_figures,
 )
-from sopo_ray.reward.hard_negatives import counterfactuals
+from sopo_ray.reward.hard_negatives import COUNT_WORDS, counterfactuals
 from sopo_ray.reward.oracle import OracleReward, rollout_reward
 from sopo_ray.reward.tmr import TMRReward
 from sopo_ray.reward.training import TrainingPairs, contrastive_loss

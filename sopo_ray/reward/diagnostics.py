@@ -40,10 +40,9 @@ from sopo_ray.data.dataset import MotionDataset
 from sopo_ray.data.synthetic.oracle import oracle_score
 from sopo_ray.distributed.seeds import derive_seed
 from sopo_ray.evaluation.metrics import sample_mean_ci
-from sopo_ray.reward.hard_negatives import hold_pad
+from sopo_ray.reward.hard_negatives import COUNT_WORDS, hold_pad
 
 GATE_FRACTIONS = (0.1, 0.3, 0.5)
-COUNT_WORDS = ("once", "twice", "three times", "four times")
 _COUNT_RE = re.compile(r"\b(" + "|".join(COUNT_WORDS) + r")\b", re.IGNORECASE)
 
 

@@ -22,11 +22,14 @@ import numpy as np
 
 from sopo_ray.motion.features import feature_slices, joints_for_dim
 
+COUNT_WORDS = ("once", "twice", "three times", "four times")
+"""How captions say how many times an action repeats (one swap group below, and `diagnostics.count_probe`)."""
+
 SWAP_GROUPS: tuple[tuple[str, ...], ...] = (
     ("left", "right"),
     ("forward", "backward"),
     ("forwards", "backwards"),
-    ("once", "twice", "three times", "four times"),
+    COUNT_WORDS,
     ("two times", "three times"),
     ("thrice", "twice"),
     ("one", "two", "three", "four"),
@@ -86,8 +89,7 @@ def corrupt(features: np.ndarray, length: int, kind: str, rng: np.random.Generat
         size = max(1, int(n * rng.uniform(0.3, 0.6)))
         start = int(rng.integers(0, max(1, n - size)))
         x[start:start + size] = x[start]
-        x[start:start + size, 0:3] = 0.0
-        x[start:start + size, 193:259] = 0.0
+        _stand_still(x, slice(start, start + size))
     elif kind == "reverse":
         x[:n] = x[:n][::-1]
         x[:n, 0:3] *= -1.0
@@ -104,13 +106,19 @@ def hold_pad(features: np.ndarray, length: int, new_length: int, before: int) ->
     n, after = int(length), int(new_length) - int(length) - int(before)
     if before < 0 or after < 0 or new_length > len(features):
         raise ValueError(f"cannot pad a {n}-frame motion to {new_length} frames ({before} before) in {len(features)}")
-    blocks = feature_slices(joints_for_dim(features.shape[-1]))
+    contacts = feature_slices(joints_for_dim(features.shape[-1]))["foot_contact"]
     x = np.zeros_like(features)
     x[before:before + n] = features[:n]
     x[:before] = features[0]
     x[before + n:new_length] = features[n - 1]
     for held in (slice(0, before), slice(before + n, new_length)):
-        for velocity in ("root_rot_vel", "root_lin_vel", "local_vel"):
-            x[held, blocks[velocity]] = 0.0
-        x[held, blocks["foot_contact"]] = 1.0
+        _stand_still(x, held)
+        x[held, contacts] = 1.0
     return x
+
+
+def _stand_still(x: np.ndarray, frames: slice) -> None:
+    """Zero the root and joint velocities of `frames` of `x [T, D]` in place: held poses do not move."""
+    blocks = feature_slices(joints_for_dim(x.shape[-1]))
+    for velocity in ("root_rot_vel", "root_lin_vel", "local_vel"):
+        x[frames, blocks[velocity]] = 0.0
