@@ -13,7 +13,7 @@ import torch
 
 from sopo_ray.cli import main
 from sopo_ray.config import load_config
-from sopo_ray.experiments.cost import alignment_cost
+from sopo_ray.experiments.cost import alignment_cost, pretrain_cost
 from sopo_ray.experiments.runner import base_config, run_config
 from sopo_ray.experiments.seeds import compare_cells, over_seeds, verdict
 
@@ -37,6 +37,17 @@ def test_alignment_cost_counts_rollout_only_for_online_methods() -> None:
     assert sopo["rollout_passes"] == 44 * 3 * 5 * 2 and sopo["learner_passes"] == 10 * 4 * 8
     sft = alignment_cost(run_config(cfg, "sft", Path("x")), [], 0)
     assert sft["rollout_passes"] == 0 and sft["sample_passes"] == 10 * 4 * 3
+
+
+def test_pretraining_is_costed_as_the_base_checkpoint_was_trained(tmp_path: Path) -> None:
+    cfg = load_config(CONFIG, ["pretrain.steps=100", "pretrain.batch_size=8"])
+    base = tmp_path / "base.pt"
+    longer = {"pretrain_steps": 1600, "config": {"pretrain": {"batch_size": 32}}}
+    assert pretrain_cost(cfg, base, longer)["steps"] == 1600                  # not the config's 100
+    assert pretrain_cost(cfg, base, longer)["sample_passes"] == 3 * 32 * 1600
+    imported = {"config": {"pretrain": {"batch_size": 32}}}                   # no record of its pretraining
+    assert pretrain_cost(cfg, base, imported)["sample_passes"] == 3 * 8 * 100
+    assert pretrain_cost(cfg, base)["steps"] == 100
 
 
 def test_a_method_aggregates_over_its_seeds_with_a_t_interval() -> None:

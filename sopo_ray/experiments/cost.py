@@ -28,15 +28,22 @@ def _sampling_passes(cfg: Config, groups: int) -> int:
     return groups * cfg.objective.k * cfg.diffusion.rollout_sample_steps * guided
 
 
-def pretrain_cost(cfg: Config, base_path: Path) -> dict[str, Any]:
+def pretrain_cost(cfg: Config, base_path: Path, base_payload: dict[str, Any] | None = None) -> dict[str, Any]:
     """Sample-passes and wall seconds of the base model's pretraining.
 
-    The wall time is the one measured when `sopo experiment` built the base (build_time.json); for a base built
-    elsewhere it is estimated from its metrics.jsonl (mean step time x steps) and marked `estimated`.
+    Steps and batch size are the base checkpoint's own (`base_payload`: its `pretrain_steps` and config, written
+    by `sopo pretrain`), so a base trained with other settings than `cfg` is costed as it was trained; a
+    checkpoint without them (imported weights) falls back to `cfg.pretrain`. The wall time is the one measured
+    when `sopo experiment` built the base (build_time.json); for a base built elsewhere it is estimated from its
+    metrics.jsonl (mean step time x steps) and marked `estimated`.
     """
     p = cfg.pretrain
     steps = p.steps + (p.vae_steps if cfg.model.kind == "mld" else 0)
-    cost: dict[str, Any] = {"steps": steps, "sample_passes": TRAIN_STEP * p.batch_size * steps, "wall_s": None,
+    batch = p.batch_size
+    if base_payload is not None and "pretrain_steps" in base_payload:
+        steps = int(base_payload["pretrain_steps"])
+        batch = int(base_payload["config"].get("pretrain", {}).get("batch_size", batch))
+    cost: dict[str, Any] = {"steps": steps, "sample_passes": TRAIN_STEP * batch * steps, "wall_s": None,
                             "estimated": False}
     timing = base_path.parent / "build_time.json"
     metrics = base_path.parent / "metrics.jsonl"

@@ -222,8 +222,8 @@ class Experiment:
             tables = self.evaluate(cfg, jobs)
             for name in [n for n in tables if n.endswith("/oracle-all")]:   # one more column of the model's row
                 tables[name.removesuffix("/oracle-all")].update(tables.pop(name))
-            entry: dict[str, Any] = {"pretrain": pretrain_cost(cfg, art.base_path), "seeds": list(e.seeds),
-                                     "runs": done, "splits": {}}
+            entry: dict[str, Any] = {"pretrain": pretrain_cost(cfg, art.base_path, art.base_payload),
+                                     "seeds": list(e.seeds), "runs": done, "splits": {}}
             for split in splits:
                 methods = {m: {"seeds": {str(s): tables[f"{split}/{m}/seed-{s}"] for s in e.seeds}} for m in e.methods}
                 for row in methods.values():
