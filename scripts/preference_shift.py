@@ -10,8 +10,9 @@ shared (t, noise) draws, L(x) = err_policy(x) - err_base(x) (the Diffusion-DPO d
 - the oracle-best sample, the oracle-worst sample and the split's real motion of the caption.
 Negative L: the policy explains that motion better than the base did. A preference method that learned the
 caption should lower L on the best sample more than on the worst (worst - best > 0); a method that only spreads
-the distribution raises L on every sample alike; SFT lowers it on real motions. Analysis only: the oracle here
-measures, it trains nothing.
+the distribution raises L on every sample alike; SFT lowers it on real motions. First it prints the base's own
+error on the three, the scale the changes are read against (a model denoises its own samples far more easily than
+real motions). Analysis only: the oracle here measures, it trains nothing.
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def pick_groups(base: MotionGenerator, data, captions: int, k: int, seed: int, s
 
 
 @torch.no_grad()
-def error_change(policy: MotionGenerator, base: MotionGenerator, texts: list[str], lengths: torch.Tensor,
-                 motions: torch.Tensor, draws: int, seed: int) -> np.ndarray:
-    """Mean over `draws` (t, noise) of err_policy - err_base per motion [N]."""
+def denoising_error(model: MotionGenerator, base: MotionGenerator, texts: list[str], lengths: torch.Tensor,
+                    motions: torch.Tensor, draws: int, seed: int) -> np.ndarray:
+    """Mean over `draws` (t, noise) of `model`'s denoising error per motion [N], in the base's model space; the
+    draws depend only on `seed`, so two models are measured at the same ones."""
     x0, mask = base.to_model_space(motions, lengths)
     emb = base.encode_text(texts)
     gen = torch.Generator().manual_seed(seed)
@@ -75,8 +77,15 @@ def error_change(policy: MotionGenerator, base: MotionGenerator, texts: list[str
     for _ in range(draws):
         t = torch.randint(0, base.num_timesteps, (x0.shape[0],), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
-        total += (policy.denoise_error(x0, mask, t, noise, emb) - base.denoise_error(x0, mask, t, noise, emb)).double()
+        total += model.denoise_error(x0, mask, t, noise, emb).double()
     return (total / draws).numpy()
+
+
+def error_change(policy: MotionGenerator, base: MotionGenerator, texts: list[str], lengths: torch.Tensor,
+                 motions: torch.Tensor, draws: int, seed: int) -> np.ndarray:
+    """err_policy - err_base per motion [N] at the same `draws` (t, noise) (`denoising_error`)."""
+    return (denoising_error(policy, base, texts, lengths, motions, draws, seed)
+            - denoising_error(base, base, texts, lengths, motions, draws, seed))
 
 
 def main() -> None:
@@ -106,6 +115,10 @@ def main() -> None:
     base, _ = load_generator(args.base or artifacts.base_path(cfg), data.data_id)
     texts, lengths, real, best, worst = pick_groups(base, data, args.captions, args.k, args.seed,
                                                     cfg.diffusion.rollout_sample_steps, cfg.diffusion.guidance_scale)
+    own = {name: denoising_error(base, base, texts, lengths, motions, args.t_draws, args.seed).mean() * 1000
+           for name, motions in (("real", real), ("best", best), ("worst", worst))}
+    print(f"the base's own denoising error (x1000): real motion {own['real']:.1f}, oracle-best sample "
+          f"{own['best']:.1f}, oracle-worst sample {own['worst']:.1f}")
     table = Table(title=f"err_policy - err_base on the base's own samples ({len(texts)} {args.split} groups with "
                         f"distinct oracle scores, K = {args.k}, {args.t_draws} (t, noise) draws; x1000)")
     for col in ("policy", "real motion", "oracle-best sample", "oracle-worst sample", "worst - best (95% CI)"):

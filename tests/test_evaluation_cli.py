@@ -119,7 +119,7 @@ def load_script(name: str) -> Any:
     return module
 
 
-def test_preference_shift_error_change_is_zero_for_the_base_itself_and_not_for_a_changed_policy(
+def test_preference_shift_error_change_is_zero_for_the_base_itself_and_is_a_difference_of_errors(
         smoke_workdir: Path) -> None:
     from sopo_ray.data import load_dataset
     from sopo_ray.models.generator import load_generator
@@ -139,6 +139,10 @@ def test_preference_shift_error_change_is_zero_for_the_base_itself_and_not_for_a
     moved = shift.error_change(other, base, texts, lengths, motions, draws=2, seed=0)
     assert same.shape == (6,) and np.all(same == 0)
     assert np.all(np.isfinite(moved)) and np.abs(moved).max() > 0
+    own = shift.denoising_error(base, base, texts, lengths, motions, draws=2, seed=0)
+    assert np.all(own > 0) and np.all(np.isfinite(own))
+    np.testing.assert_allclose(shift.denoising_error(other, base, texts, lengths, motions, draws=2, seed=0) - own,
+                               moved, atol=1e-12)
 
 
 @pytest.mark.parametrize(("extra", "message"), [
