@@ -17,6 +17,7 @@ from sopo_ray.data import load_dataset
 from sopo_ray.reward.diagnostics import (
     GroupScores,
     clause_agreement,
+    clause_variation,
     count_probe,
     pairwise_agreement,
     ranking_figures,
@@ -52,6 +53,23 @@ def test_clause_agreement_judges_only_pairs_that_differ_in_one_clause():
     assert clause_agreement(-rewards, [group])["clap.count"] == [0.25, 2.0]
     other = [sample(True, True), {"0:clap.count": False}]            # different clause sets are never compared
     assert clause_agreement(np.array([[1.0, 0.0]]), [other]) == {}
+
+
+def test_clause_variation_counts_disagreeing_cells_and_failures_every_sample_shares():
+    def sample(count: bool, hand: bool) -> dict[str, bool]:
+        return {"0:clap.count": count, "1:wave.hand_up": hand}
+
+    # caption A: the count fails in all three samples, the hand varies (2 of 3); caption B: both pass everywhere
+    a = [sample(False, True), sample(False, False), sample(False, True)]
+    b = [sample(True, True)] * 3
+    figures = clause_variation([a, b])
+    assert figures["cells"] == 4 and figures["varying"] == 0.25
+    assert figures["shared_failures"] == 3 / 4          # 4 failed checks, 3 of them in the cell all samples fail
+    assert figures["kinds"]["clap.count"] == [0.5, 0.0, 2.0]
+    assert figures["kinds"]["wave.hand_up"] == [5 / 6, 0.5, 2.0]
+    lone = [sample(True, True), {"0:clap.count": False}]  # a clause not judged on every sample is no cell
+    assert clause_variation([lone])["kinds"] == {"clap.count": [0.5, 1.0, 1.0]}
+    assert np.isnan(clause_variation([b])["shared_failures"])   # nothing failed
 
 
 def test_ranking_figures_of_a_perfect_and_of_an_inverted_ranker():
@@ -179,6 +197,11 @@ def test_reward_check_cli_writes_every_split(smoke_workdir, tmp_path):
         probe = figures["count_probe"]
         assert probe["motions"] >= 0 and all(np.isnan(probe[k]) or 0.0 <= probe[k] <= 1.0 for k in ("as_is", "padded"))
     assert "the reward picks the caption's own count" in proc.stdout
+    assert " ".join(proc.stdout.split()).count("of their failed clauses fail in every sample") == 2
+    for figures in report["splits"].values():
+        variation = figures["clause_variation"]
+        assert variation["cells"] >= 6 and 0.0 <= variation["varying"] <= 1.0
+        assert all(0.0 <= a <= 1.0 and 0.0 <= vary <= 1.0 and n >= 1 for a, vary, n in variation["kinds"].values())
     gated = subprocess.run(                                       # tau_gate: the gate is at the run's own tau
         [sys.executable, "-m", "sopo_ray.cli", "reward", "check", "--config", "configs/smoke.yaml",
          "--set", f"workdir={smoke_workdir}", "--set", f"data.root={smoke_workdir}/data", "--captions", "6",

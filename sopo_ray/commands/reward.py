@@ -17,8 +17,11 @@ from sopo_ray.config import load_config
 from sopo_ray.errors import DataError
 from sopo_ray.paths import check_output_file
 
-MIN_CLAUSE_PAIRS = 10
-"""`sopo reward check` prints a clause's single-clause agreement when at least this many pairs decide it."""
+MIN_CLAUSE_SUPPORT = 10
+"""`sopo reward check` prints a clause's single-clause agreement when at least this many pairs decide it, and its
+variation within groups when at least this many captions were judged on it."""
+LEAST_SATISFIED = 5
+"""How many of the least satisfied clauses `sopo reward check` names per split."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -158,8 +161,15 @@ def run_check(args: argparse.Namespace) -> int:
                       f"{f['oracle_best'][0]:.3f}", f"{f['gate_rate']:.2f}", f"{f['real_over_sample']:.2f}")
     Console(width=max(console.width, 160)).print(table)
     for split, f in results.items():
-        common = [f"{kind} {a:.2f} ({n:.0f})" for kind, (a, n) in f["single_clause"].items() if n >= MIN_CLAUSE_PAIRS]
+        common = [f"{kind} {a:.2f} ({n:.0f})" for kind, (a, n) in f["single_clause"].items() if n >= MIN_CLAUSE_SUPPORT]
         console.print(f"{split}, agreement on pairs that differ in one clause (pairs): " + (", ".join(common) or "-"))
+        v = f["clause_variation"]
+        weakest = sorted((a, kind, vary) for kind, (a, vary, n) in v["kinds"].items() if n >= MIN_CLAUSE_SUPPORT)
+        console.print(f"{split}, a caption's K samples disagree on {v['varying']:.0%} of its clauses; "
+                      f"{v['shared_failures']:.0%} of their failed clauses fail in every sample of the caption (no "
+                      "x^w or x^l among them does it right). Least satisfied: "
+                      + (", ".join(f"{kind} {a:.2f} (samples disagree for {vary:.0%} of captions)"
+                                   for a, kind, vary in weakest[:LEAST_SATISFIED]) or "-"))
         c = f["count_probe"]
         hint = " (lower: part of its count comes from the clip's length)" if c["padded"] < c["as_is"] - 0.1 else ""
         console.print(f"{split}, real motions: the reward picks the caption's own count {c['as_is']:.2f} "

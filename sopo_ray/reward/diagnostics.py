@@ -17,6 +17,8 @@ the reward model and with the oracle, and reports per split:
     tau_for_gate       the tau that would gate 10/30/50% of these groups (quantiles of min_k r)
     single_clause      per oracle clause (e.g. `clap.count`): over sample pairs of one caption that differ in that
                        clause alone, the fraction the reward ranks the one satisfying it higher, and the pairs
+    clause_variation   where the K samples can teach at all (`clause_variation`): how often a caption's samples
+                       disagree on a clause, and how many of their failures every sample of the caption shares
 
 On the split's real motions, `count_probe` also asks the reward how many times each caption's action repeats (the
 caption among its once / twice / three times / four times variants that it scores highest), on the motion as it
@@ -116,6 +118,32 @@ def clause_agreement(rewards: np.ndarray, clauses: list[list[dict[str, bool]]]) 
     return {kind: [float(np.mean(v)), float(len(v))] for kind, v in sorted(votes.items(), key=lambda kv: -len(kv[1]))}
 
 
+def clause_variation(clauses: list[list[dict[str, bool]]]) -> dict[str, Any]:
+    """Whether a caption's K samples differ in what the oracle checks: a clause that all K fail (or all pass) gives
+    no choice of x^w or x^l among them a right and a wrong version to contrast.
+
+    Over the (caption, clause) cells judged on every sample of the caption: `varying`, the fraction of cells whose
+    samples disagree; `shared_failures`, of all failed (sample, clause) checks, the fraction in cells that every
+    sample fails; `kinds`, clause kind (the name without its segment) -> [fraction of samples satisfying it,
+    fraction of its cells varying, cells], most cells first.
+    """
+    cells: dict[str, list[tuple[int, int]]] = {}
+    for group in clauses:
+        for name in set(group[0]).intersection(*group[1:]):
+            passed = sum(sample[name] for sample in group)
+            cells.setdefault(name.split(":", 1)[-1], []).append((passed, len(group)))
+    flat = [cell for kind in cells.values() for cell in kind]
+    failed = sum(n - p for p, n in flat)
+    return {
+        "cells": len(flat),
+        "varying": float(np.mean([0 < p < n for p, n in flat])) if flat else float("nan"),
+        "shared_failures": sum(n for p, n in flat if p == 0) / failed if failed else float("nan"),
+        "kinds": {kind: [sum(p for p, _ in v) / sum(n for _, n in v), float(np.mean([0 < p < n for p, n in v])),
+                         float(len(v))]
+                  for kind, v in sorted(cells.items(), key=lambda kv: -len(kv[1]))},
+    }
+
+
 def _bootstrap_ci(num: np.ndarray, den: np.ndarray, seed: int = 0, draws: int = 1000) -> float:
     """95% CI half-width of sum(num) / sum(den), resampling groups."""
     if den.sum() == 0:
@@ -149,6 +177,7 @@ def ranking_figures(scores: GroupScores, tau: float) -> dict[str, Any]:
         "reward_real_mean": float(scores.reward_real.mean()),
         "real_over_sample": float((scores.reward_real[:, None] > r).mean()),
         "single_clause": {} if scores.clauses is None else clause_agreement(r, scores.clauses),
+        "clause_variation": {} if scores.clauses is None else clause_variation(scores.clauses),
     }
 
 
