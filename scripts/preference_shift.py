@@ -81,13 +81,6 @@ def denoising_error(model: MotionGenerator, base: MotionGenerator, texts: list[s
     return (total / draws).numpy()
 
 
-def error_change(policy: MotionGenerator, base: MotionGenerator, texts: list[str], lengths: torch.Tensor,
-                 motions: torch.Tensor, draws: int, seed: int) -> np.ndarray:
-    """err_policy - err_base per motion [N] at the same `draws` (t, noise) (`denoising_error`)."""
-    return (denoising_error(policy, base, texts, lengths, motions, draws, seed)
-            - denoising_error(base, base, texts, lengths, motions, draws, seed))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/default.yaml")
@@ -115,18 +108,19 @@ def main() -> None:
     base, _ = load_generator(args.base or artifacts.base_path(cfg), data.data_id)
     texts, lengths, real, best, worst = pick_groups(base, data, args.captions, args.k, args.seed,
                                                     cfg.diffusion.rollout_sample_steps, cfg.diffusion.guidance_scale)
-    own = {name: denoising_error(base, base, texts, lengths, motions, args.t_draws, args.seed).mean() * 1000
-           for name, motions in (("real", real), ("best", best), ("worst", worst))}
-    print(f"the base's own denoising error (x1000): real motion {own['real']:.1f}, oracle-best sample "
-          f"{own['best']:.1f}, oracle-worst sample {own['worst']:.1f}")
+    motions = {"real": real, "best": best, "worst": worst}
+    own = {name: denoising_error(base, base, texts, lengths, m, args.t_draws, args.seed) * 1000
+           for name, m in motions.items()}
+    print(f"the base's own denoising error (x1000): real motion {own['real'].mean():.1f}, oracle-best sample "
+          f"{own['best'].mean():.1f}, oracle-worst sample {own['worst'].mean():.1f}")
     table = Table(title=f"err_policy - err_base on the base's own samples ({len(texts)} {args.split} groups with "
                         f"distinct oracle scores, K = {args.k}, {args.t_draws} (t, noise) draws; x1000)")
     for col in ("policy", "real motion", "oracle-best sample", "oracle-worst sample", "worst - best (95% CI)"):
         table.add_column(col, justify="left" if col == "policy" else "right")
     for path in args.policy:
         policy, _ = load_generator(path, data.data_id)
-        change = {name: error_change(policy, base, texts, lengths, motions, args.t_draws, args.seed) * 1000
-                  for name, motions in (("real", real), ("best", best), ("worst", worst))}
+        change = {name: denoising_error(policy, base, texts, lengths, m, args.t_draws, args.seed) * 1000 - own[name]
+                  for name, m in motions.items()}
         gap, ci = sample_mean_ci(change["worst"] - change["best"])
         table.add_row(path, f"{change['real'].mean():+.2f}", f"{change['best'].mean():+.2f}",
                       f"{change['worst'].mean():+.2f}", f"{gap:+.2f} ± {ci:.2f}")
