@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from sopo_ray.cli import main
-from sopo_ray.commands.evaluate import resolve_config
+from sopo_ray.commands.evaluate import by_actions, resolve_config
 from sopo_ray.config import config_to_dict, load_config
 from sopo_ray.evaluation.protocol import COLUMNS
 
@@ -86,22 +86,41 @@ def test_evaluate_compares_checkpoints_paired_on_the_oracle(smoke_workdir: Path,
     shutil.copy(base, copy)
     out = tmp_path / "paired.json"
     args = ["evaluate", *smoke_args(smoke_workdir), "--checkpoint", str(base), "--checkpoint", str(copy),
-            "--split", "test", "--paired-only", "--paired-draws", "2", "--out", str(out),
+            "--split", "test", "--split", "train", "--paired-only", "--paired-draws", "2", "--out", str(out),
             "--evaluator", str(tmp_path / "no_evaluator.pt")]
     assert main(args) == 0
     assert not (tmp_path / "no_evaluator.pt").exists()                  # the oracle needs no evaluator: none trained
     printed = capsys.readouterr().out
     assert "x 2 noise draws" in printed and "R@1" not in printed           # no metric tables
-    split = json.loads(out.read_text())["splits"]["test"]
-    assert "rows" not in split
-    paired = split["paired_oracle"][str(copy)]
-    assert paired["samples"] == 2 * split["motions"]
-    assert paired["delta"] == 0.0 and paired["ci95"] == 0.0 and paired["mean"] == paired["first"]  # same model
+    assert printed.index("test split") < printed.index("train split")
+    splits = json.loads(out.read_text())["splits"]
+    assert splits["train"]["motions"] > splits["test"]["motions"]       # the training split's own motions
+    for split in splits.values():
+        assert "rows" not in split
+        paired = split["paired_oracle"][str(copy)]
+        assert paired["samples"] == 2 * split["motions"]
+        assert paired["delta"] == 0.0 and paired["ci95"] == 0.0 and paired["mean"] == paired["first"]  # same model
+        groups = paired["by_actions"]
+        assert groups and all(g["delta"] == 0.0 for g in groups.values())
+        assert sum(g["samples"] for g in groups.values()) <= paired["samples"]
+    assert "by actions in the caption: 1 action " in printed
+
+
+def test_by_actions_splits_the_paired_difference_by_the_captions_number_of_actions() -> None:
+    first = np.array([0.2, 0.4, 0.5, 0.5, 0.9])
+    other = np.array([0.6, 0.8, 0.5, 0.3, 0.1])
+    groups = by_actions(first, other, np.array([1, 1, 2, 2, 3]))
+    assert list(groups) == ["1", "2"]                                   # a group of one sample has no interval
+    assert groups["1"]["delta"] == pytest.approx(0.4) and groups["1"]["ci95"] == pytest.approx(0.0)
+    assert groups["2"]["delta"] == pytest.approx(-0.1) and groups["2"]["samples"] == 2
+    assert groups["2"]["first"] == pytest.approx(0.5) and groups["2"]["mean"] == pytest.approx(0.4)
 
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--paired-draws", "0"], "--paired-draws must be at least 1"),
     (["--paired-only"], "--paired-only compares checkpoints with the first one"),
+    (["--split", "train"], "--split train gives only the paired oracle comparison"),
+    (["--split", "test", "--split", "train"], "add --paired-only, or pick a held-out split"),
 ])
 def test_evaluate_refuses_bad_paired_options(smoke_workdir: Path, extra: list[str], message: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:

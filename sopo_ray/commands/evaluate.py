@@ -2,7 +2,10 @@
 and the mean reward, for a "Real" reference row and each `--checkpoint`, as mean +- 95% CI over replications.
 With two or more checkpoints on the embedded data it also compares each with the first on the oracle, paired
 (every motion of the split, the same captions and noises for all; `--paired-draws` noise draws per motion), whose
-CI is far narrower than the replications'; `--paired-only` skips the tables.
+CI is far narrower than the replications'; `--paired-only` skips the tables. `--split train --paired-only`
+runs the same comparison on the training split's motions: set beside a held-out split's, it says whether what a
+policy learned on its training captions carries to unseen ones (no table there: the evaluator and the reward
+trained on that split).
 
 The evaluator and the reward model are trained on the train split if their checkpoints do not exist yet, so
 one command evaluates a base model. Heavy imports happen inside `run` so `sopo --help` stays fast.
@@ -34,9 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_config_args(parser)
     parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
                         help="generator checkpoint (mdm/mld), repeatable; none: only the Real row")
-    parser.add_argument("--split", action="append", default=None, choices=("test", "compositional", "val"),
-                        help="held-out split, repeatable (default: the in-distribution test split, then the "
-                             "compositional one where the data has it)")
+    parser.add_argument("--split", action="append", default=None, choices=("test", "compositional", "val", "train"),
+                        help="split, repeatable (default: the in-distribution test split, then the compositional "
+                             "one where the data has it); train only with --paired-only")
     parser.add_argument("--no-real", dest="real", action="store_false", help="skip the Real reference row")
     parser.add_argument("--evaluator", default=None, help="evaluator checkpoint "
                         "(default: {workdir}/evaluator/evaluator.pt, trained there if missing)")
@@ -77,6 +80,7 @@ def paired_oracle(generators: dict[str, Any], dataset: Any, cfg: Config, seed: i
 
     scores = {path: np.concatenate([oracle_per_motion(gen, dataset, cfg, seed + d) for d in range(draws)])
               for path, gen in generators.items()}
+    actions = np.tile([len(p["segments"]) for p in dataset.params], draws)
     first, *others = scores
     console.print(f"{split} split, oracle on all {len(dataset)} motions x {draws} noise draws, paired with "
                   f"{first} ({scores[first].mean():.3f}):", highlight=False)
@@ -84,9 +88,27 @@ def paired_oracle(generators: dict[str, Any], dataset: Any, cfg: Config, seed: i
     for path in others:
         diff, ci = paired_difference_ci(scores[first], scores[path])
         out[path] = {"samples": int(scores[path].size), "first": float(scores[first].mean()),
-                     "mean": float(scores[path].mean()), "delta": diff, "ci95": ci}
+                     "mean": float(scores[path].mean()), "delta": diff, "ci95": ci,
+                     "by_actions": by_actions(scores[first], scores[path], actions)}
+        parts = ", ".join(f"{n} action{'' if n == '1' else 's'} {v['delta']:+.3f} ± {v['ci95']:.3f} ({v['samples']})"
+                          for n, v in out[path]["by_actions"].items())
         console.print(f"  {path}: {out[path]['mean']:.3f}, Δ {diff:+.3f} ± {ci:.3f} (95% CI of the paired "
-                      "difference)", highlight=False)
+                      f"difference); by actions in the caption: {parts}", highlight=False)
+    return out
+
+
+def by_actions(first: np.ndarray, other: np.ndarray, actions: np.ndarray) -> dict[str, dict[str, float]]:
+    """The paired difference `other - first` per number of actions in the caption (1 for "a person jumps", 3 for
+    a sequence of three): where a gain lands, simple captions or sequences. Groups of one sample are left out."""
+    from sopo_ray.evaluation.metrics import paired_difference_ci
+
+    out = {}
+    for n in sorted(set(actions.tolist())):
+        sel = actions == n
+        if sel.sum() >= 2:
+            diff, ci = paired_difference_ci(first[sel], other[sel])
+            out[str(n)] = {"samples": int(sel.sum()), "first": float(first[sel].mean()),
+                           "mean": float(other[sel].mean()), "delta": diff, "ci95": ci}
     return out
 
 
@@ -109,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
     if args.paired_only and len(args.checkpoint) < 2:
         raise ConfigError("--paired-only compares checkpoints with the first one; pass --checkpoint at least twice "
                           "(e.g. the base model, then the aligned policy)")
+    if "train" in (args.split or []) and not args.paired_only:
+        raise ConfigError("--split train gives only the paired oracle comparison (the evaluator and the reward "
+                          "were trained on that split, so its metric tables would not be held out); add "
+                          "--paired-only, or pick a held-out split: test, compositional or val")
     if args.out:
         check_output_file(args.out, "--out")
     console = make_console()
