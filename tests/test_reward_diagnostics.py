@@ -16,6 +16,7 @@ import torch
 from sopo_ray.data import load_dataset
 from sopo_ray.reward.diagnostics import (
     GroupScores,
+    agreement_by_actions,
     clause_agreement,
     clause_variation,
     count_probe,
@@ -86,6 +87,19 @@ def test_ranking_figures_of_a_perfect_and_of_an_inverted_ranker():
     assert taus["0.1"] < taus["0.3"] < taus["0.5"]
     at_30 = ranking_figures(GroupScores(oracle * 0.5 + 0.2, oracle, np.full(50, 0.9)), tau=taus["0.3"] + 1e-9)
     assert at_30["gate_rate"] == pytest.approx(0.3, abs=0.03)
+
+
+def test_agreement_by_actions_ranks_simple_captions_apart_from_sequences():
+    rng = np.random.default_rng(1)
+    oracle = rng.uniform(size=(40, 4))
+    actions = np.array([1] * 20 + [2] * 20)
+    rewards = np.where(actions[:, None] == 1, oracle, -oracle)      # right on single actions, inverted on sequences
+    agree, pairs = pairwise_agreement(rewards, oracle)
+    by = agreement_by_actions(agree, pairs, actions)
+    assert list(by) == ["1", "2"] and by["1"][0] == 1.0 and by["2"][0] == 0.0 and by["1"][2] == by["2"][2] == 20
+    figures = ranking_figures(GroupScores(rewards, oracle, np.full(40, 0.9), actions=actions), tau=0.3)
+    assert figures["by_actions"] == by and figures["agreement"][0] == pytest.approx(0.5, abs=0.05)
+    assert agreement_by_actions(np.zeros(3), np.zeros(3), np.array([1, 1, 3])) == {}   # no pair: left out
 
 
 class _CountingReward:
@@ -197,6 +211,10 @@ def test_reward_check_cli_writes_every_split(smoke_workdir, tmp_path):
         probe = figures["count_probe"]
         assert probe["motions"] >= 0 and all(np.isnan(probe[k]) or 0.0 <= probe[k] <= 1.0 for k in ("as_is", "padded"))
     assert "the reward picks the caption's own count" in proc.stdout
+    assert " ".join(proc.stdout.split()).count("agreement by the number of actions in the caption") == 2
+    for figures in report["splits"].values():
+        assert sum(groups for _, _, groups in figures["by_actions"].values()) <= figures["groups"]
+        assert all(0.0 <= a <= 1.0 for a, _, _ in figures["by_actions"].values())
     assert " ".join(proc.stdout.split()).count("of their failed clauses fail in every sample") == 2
     for figures in report["splits"].values():
         variation = figures["clause_variation"]

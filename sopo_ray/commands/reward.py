@@ -170,6 +170,9 @@ def run_check(args: argparse.Namespace) -> int:
                       "x^w or x^l among them does it right). Least satisfied: "
                       + (", ".join(f"{kind} {a:.2f} (samples disagree for {vary:.0%} of captions)"
                                    for a, kind, vary in weakest[:LEAST_SATISFIED]) or "-"))
+        by = ", ".join(f"{n} action{'' if n == '1' else 's'} {a:.2f}±{ci:.2f} ({groups} captions)"
+                       for n, (a, ci, groups) in f["by_actions"].items())
+        console.print(f"{split}, agreement by the number of actions in the caption: {by or '-'}")
         c = f["count_probe"]
         hint = " (lower: part of its count comes from the clip's length)" if c["padded"] < c["as_is"] - 0.1 else ""
         console.print(f"{split}, real motions: the reward picks the caption's own count {c['as_is']:.2f} "

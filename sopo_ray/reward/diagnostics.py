@@ -19,6 +19,7 @@ the reward model and with the oracle, and reports per split:
                        clause alone, the fraction the reward ranks the one satisfying it higher, and the pairs
     clause_variation   where the K samples can teach at all (`clause_variation`): how often a caption's samples
                        disagree on a clause, and how many of their failures every sample of the caption shares
+    by_actions         the agreement per number of actions in the caption (1: "a person jumps"; 2-3: sequences)
 
 On the split's real motions, `count_probe` also asks the reward how many times each caption's action repeats (the
 caption among its once / twice / three times / four times variants that it scores highest), on the motion as it
@@ -60,6 +61,8 @@ class GroupScores:
     """[N] r(x^w, c) of the dataset motion."""
     clauses: list[list[dict[str, bool]]] | None = None
     """[N][K] the oracle's clauses of each sample (clause name -> satisfied), if kept."""
+    actions: np.ndarray | None = None
+    """[N] the number of actions in each caption (its parameters' segments), if kept."""
 
 
 @torch.no_grad()
@@ -85,7 +88,8 @@ def score_policy_samples(policy: Any, reward: Any, dataset: MotionDataset, *, k:
         oracle.append(np.array([j.score for j in judged]).reshape(-1, k))
         clauses += [[j.clauses for j in judged[g:g + k]] for g in range(0, len(judged), k)]
         real.append(reward.score(dataset.features[part], dataset.lengths[part], caps).cpu().numpy())
-    return GroupScores(np.concatenate(rewards), np.concatenate(oracle), np.concatenate(real), clauses)
+    actions = np.array([len(dataset.params[i]["segments"]) for i in idx])
+    return GroupScores(np.concatenate(rewards), np.concatenate(oracle), np.concatenate(real), clauses, actions)
 
 
 def pairwise_agreement(rewards: np.ndarray, oracle: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -178,7 +182,20 @@ def ranking_figures(scores: GroupScores, tau: float) -> dict[str, Any]:
         "real_over_sample": float((scores.reward_real[:, None] > r).mean()),
         "single_clause": {} if scores.clauses is None else clause_agreement(r, scores.clauses),
         "clause_variation": {} if scores.clauses is None else clause_variation(scores.clauses),
+        "by_actions": {} if scores.actions is None else agreement_by_actions(agree, pairs, scores.actions),
     }
+
+
+def agreement_by_actions(agree: np.ndarray, pairs: np.ndarray, actions: np.ndarray) -> dict[str, list[float]]:
+    """Per number of actions n in the caption: [agreement, its 95% CI, captions] over the groups with n actions
+    (`agree`, `pairs`: per group, from `pairwise_agreement`); counts without an informative pair are left out."""
+    out = {}
+    for n in sorted(set(actions.tolist())):
+        sel = actions == n
+        if pairs[sel].sum() > 0:
+            out[str(n)] = [float(agree[sel].sum() / pairs[sel].sum()), _bootstrap_ci(agree[sel], pairs[sel]),
+                           int(sel.sum())]
+    return out
 
 
 @torch.no_grad()
