@@ -82,7 +82,11 @@ def test_end_to_end_run_writes_everything_and_keeps_the_schedule(full_run):
         paired = split["paired_oracle"]                                   # every motion of the split, paired
         assert paired["motions"] >= 1 and 0 <= paired["base"] <= 1 and 0 <= paired["aligned"] <= 1
         assert paired["delta"] == pytest.approx(paired["aligned"] - paired["base"]) and paired["ci95"] >= 0
+        groups = paired["by_actions"]                                     # the same, per number of actions
+        assert groups and sum(g["samples"] for g in groups.values()) <= paired["motions"]
+        assert all(g["delta"] == pytest.approx(g["mean"] - g["first"]) for g in groups.values())
     assert "in-distribution" in (full_run / "report.md").read_text()
+    assert "by actions in the caption: 1 action" in (full_run / "report.md").read_text()
     assert (full_run / "dashboard.png").stat().st_size > 10_000
 
 

@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from sopo_ray.cli import main
-from sopo_ray.commands.evaluate import by_actions, resolve_config
+from sopo_ray.commands.evaluate import resolve_config
 from sopo_ray.config import config_to_dict, load_config
+from sopo_ray.evaluation.metrics import paired_difference_by_actions
 from sopo_ray.evaluation.protocol import COLUMNS
 
 SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
@@ -106,10 +107,10 @@ def test_evaluate_compares_checkpoints_paired_on_the_oracle(smoke_workdir: Path,
     assert "by actions in the caption: 1 action " in printed
 
 
-def test_by_actions_splits_the_paired_difference_by_the_captions_number_of_actions() -> None:
+def test_the_paired_difference_splits_by_the_captions_number_of_actions_by_the_captions_number_of_actions() -> None:
     first = np.array([0.2, 0.4, 0.5, 0.5, 0.9])
     other = np.array([0.6, 0.8, 0.5, 0.3, 0.1])
-    groups = by_actions(first, other, np.array([1, 1, 2, 2, 3]))
+    groups = paired_difference_by_actions(first, other, np.array([1, 1, 2, 2, 3]))
     assert list(groups) == ["1", "2"]                                   # a group of one sample has no interval
     assert groups["1"]["delta"] == pytest.approx(0.4) and groups["1"]["ci95"] == pytest.approx(0.0)
     assert groups["2"]["delta"] == pytest.approx(-0.1) and groups["2"]["samples"] == 2

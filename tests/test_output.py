@@ -281,4 +281,6 @@ def test_a_run_redirected_to_a_file_reads_as_a_log(smoke_workdir, tmp_path):
     events.Reload()
     assert {"loss/loss", "queue/size", "eval/test/aligned/Reward", "eval/test/delta/Reward",
             "eval/compositional/delta/Oracle"} <= set(events.Tags()["scalars"])
+    assert any(t.startswith("eval/test/paired_oracle/actions_") and t.endswith("/delta")   # by number of actions
+               for t in events.Tags()["scalars"])
     assert [e.step for e in events.Scalars("loss/loss")] == list(range(1, 7))

@@ -75,12 +75,17 @@ def paired_oracle(generators: dict[str, Any], dataset: Any, cfg: Config, seed: i
     """Oracle score of every motion of `dataset` under `draws` noise draws (seeds seed, seed+1, ...) for each
     generator, the same captions, lengths and noises for all, and each one's paired difference from the first
     (`metrics.paired_difference_ci`); printed one line per generator."""
-    from sopo_ray.evaluation.metrics import paired_difference_ci
+    from sopo_ray.evaluation.metrics import (
+        by_actions_text,
+        caption_actions,
+        paired_difference_by_actions,
+        paired_difference_ci,
+    )
     from sopo_ray.evaluation.protocol import oracle_per_motion
 
     scores = {path: np.concatenate([oracle_per_motion(gen, dataset, cfg, seed + d) for d in range(draws)])
               for path, gen in generators.items()}
-    actions = np.tile([len(p["segments"]) for p in dataset.params], draws)
+    actions = np.tile(caption_actions(dataset.params), draws)
     first, *others = scores
     console.print(f"{split} split, oracle on all {len(dataset)} motions x {draws} noise draws, paired with "
                   f"{first} ({scores[first].mean():.3f}):", highlight=False)
@@ -89,26 +94,10 @@ def paired_oracle(generators: dict[str, Any], dataset: Any, cfg: Config, seed: i
         diff, ci = paired_difference_ci(scores[first], scores[path])
         out[path] = {"samples": int(scores[path].size), "first": float(scores[first].mean()),
                      "mean": float(scores[path].mean()), "delta": diff, "ci95": ci,
-                     "by_actions": by_actions(scores[first], scores[path], actions)}
-        parts = ", ".join(f"{n} action{'' if n == '1' else 's'} {v['delta']:+.3f} ± {v['ci95']:.3f} ({v['samples']})"
-                          for n, v in out[path]["by_actions"].items())
+                     "by_actions": paired_difference_by_actions(scores[first], scores[path], actions)}
         console.print(f"  {path}: {out[path]['mean']:.3f}, Δ {diff:+.3f} ± {ci:.3f} (95% CI of the paired "
-                      f"difference); by actions in the caption: {parts}", highlight=False)
-    return out
-
-
-def by_actions(first: np.ndarray, other: np.ndarray, actions: np.ndarray) -> dict[str, dict[str, float]]:
-    """The paired difference `other - first` per number of actions in the caption (1 for "a person jumps", 3 for
-    a sequence of three): where a gain lands, simple captions or sequences. Groups of one sample are left out."""
-    from sopo_ray.evaluation.metrics import paired_difference_ci
-
-    out = {}
-    for n in sorted(set(actions.tolist())):
-        sel = actions == n
-        if sel.sum() >= 2:
-            diff, ci = paired_difference_ci(first[sel], other[sel])
-            out[str(n)] = {"samples": int(sel.sum()), "first": float(first[sel].mean()),
-                           "mean": float(other[sel].mean()), "delta": diff, "ci95": ci}
+                      f"difference); by actions in the caption: {by_actions_text(out[path]['by_actions'])}",
+                      highlight=False)
     return out
 
 

@@ -28,7 +28,12 @@ def eval_record(report: dict[str, Any]) -> dict[str, float]:
         for key, value in result["delta"].items():
             record[f"eval/{split}/delta/{key}"] = value
         for key, value in result.get("paired_oracle", {}).items():
-            record[f"eval/{split}/paired_oracle/{key}"] = value
+            if key == "by_actions":   # per number of actions in the caption: its difference and CI
+                for n, group in value.items():
+                    record[f"eval/{split}/paired_oracle/actions_{n}/delta"] = group["delta"]
+                    record[f"eval/{split}/paired_oracle/actions_{n}/ci95"] = group["ci95"]
+            else:
+                record[f"eval/{split}/paired_oracle/{key}"] = value
     return record
 
 

@@ -136,3 +136,30 @@ def paired_difference_ci(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     if a.shape != b.shape or a.ndim != 1 or a.size < 2:
         raise ValueError(f"paired scores must be two 1-D arrays of the same length >= 2, got {a.shape} and {b.shape}")
     return sample_mean_ci(b - a)
+
+
+def paired_difference_by_actions(first: np.ndarray, other: np.ndarray,
+                                 actions: np.ndarray) -> dict[str, dict[str, float]]:
+    """`paired_difference_ci` of `other - first` per number of actions in the caption (1 for "a person jumps", 3
+    for a sequence of three): where a gain lands, simple captions or sequences. Each entry: samples, both means
+    (first, mean), delta, ci95; a group of one sample is left out."""
+    first, other, actions = np.asarray(first), np.asarray(other), np.asarray(actions)
+    out = {}
+    for n in sorted(set(actions.tolist())):
+        sel = actions == n
+        if sel.sum() >= 2:
+            diff, ci = paired_difference_ci(first[sel], other[sel])
+            out[str(n)] = {"samples": int(sel.sum()), "first": float(first[sel].mean()),
+                           "mean": float(other[sel].mean()), "delta": diff, "ci95": ci}
+    return out
+
+
+def caption_actions(params: list[dict]) -> np.ndarray:
+    """[N] the number of actions in each embedded-data caption (its parameters' segments)."""
+    return np.array([len(p["segments"]) for p in params], dtype=np.int64)
+
+
+def by_actions_text(groups: dict[str, dict[str, float]]) -> str:
+    """`paired_difference_by_actions` on one line: "1 action +0.029 ± 0.021 (520), 2 actions ..."."""
+    return ", ".join(f"{n} action{'' if n == '1' else 's'} {v['delta']:+.3f} ± {v['ci95']:.3f} ({v['samples']})"
+                     for n, v in groups.items())

@@ -81,7 +81,13 @@ def evaluate_and_report(cfg: Config, art: Any, policy_path: Path, run_dir: Path,
     report.md."""
     console.print(f"[bold]final evaluation[/]: base vs aligned ({cfg.evaluator.replications} replications x "
                   f"{cfg.evaluator.num_captions} captions per split, {cfg.diffusion.sample_steps} DDIM steps)")
-    from sopo_ray.evaluation.metrics import paired_difference_ci
+    from sopo_ray.data import load_dataset
+    from sopo_ray.evaluation.metrics import (
+        by_actions_text,
+        caption_actions,
+        paired_difference_by_actions,
+        paired_difference_ci,
+    )
 
     paths = {"base": art.base_path, "aligned": policy_path}
     evaluated = evaluate_models(cfg, art, paths, cfg.seed)
@@ -100,12 +106,14 @@ def evaluate_and_report(cfg: Config, art: Any, policy_path: Path, run_dir: Path,
         base_scores, aligned_scores = evaluated[split]["base"][1], evaluated[split]["aligned"][1]
         if base_scores is not None and aligned_scores is not None:
             diff, ci = paired_difference_ci(base_scores, aligned_scores)
+            groups = paired_difference_by_actions(base_scores, aligned_scores,
+                                                  caption_actions(load_dataset(cfg.data, split).params))
             paired = {"motions": int(base_scores.size), "base": float(base_scores.mean()),
-                      "aligned": float(aligned_scores.mean()), "delta": diff, "ci95": ci}
+                      "aligned": float(aligned_scores.mean()), "delta": diff, "ci95": ci, "by_actions": groups}
             report["splits"][split]["paired_oracle"] = paired
             line = (f"Oracle on all {paired['motions']} motions, paired (same caption and noise for both): "
                     f"{paired['base']:.3f} → {paired['aligned']:.3f}, Δ {diff:+.3f} ± {ci:.3f} "
-                    "(95% CI of the paired difference)")
+                    f"(95% CI of the paired difference); by actions in the caption: {by_actions_text(groups)}")
             console.print(line, highlight=False)
             lines += [line, ""]
     (run_dir / "report.json").write_text(json.dumps(report, indent=2))

@@ -42,7 +42,7 @@ import torch
 from sopo_ray.data.dataset import MotionDataset
 from sopo_ray.data.synthetic.oracle import oracle_score
 from sopo_ray.distributed.seeds import derive_seed
-from sopo_ray.evaluation.metrics import sample_mean_ci
+from sopo_ray.evaluation.metrics import caption_actions, sample_mean_ci
 from sopo_ray.reward.hard_negatives import COUNT_WORDS, hold_pad
 
 GATE_FRACTIONS = (0.1, 0.3, 0.5)
@@ -88,7 +88,7 @@ def score_policy_samples(policy: Any, reward: Any, dataset: MotionDataset, *, k:
         oracle.append(np.array([j.score for j in judged]).reshape(-1, k))
         clauses += [[j.clauses for j in judged[g:g + k]] for g in range(0, len(judged), k)]
         real.append(reward.score(dataset.features[part], dataset.lengths[part], caps).cpu().numpy())
-    actions = np.array([len(dataset.params[i]["segments"]) for i in idx])
+    actions = caption_actions([dataset.params[i] for i in idx])
     return GroupScores(np.concatenate(rewards), np.concatenate(oracle), np.concatenate(real), clauses, actions)
 
 
