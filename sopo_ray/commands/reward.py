@@ -124,6 +124,7 @@ def run_check(args: argparse.Namespace) -> int:
     from sopo_ray import artifacts
     from sopo_ray.algorithm import calibrate_tau
     from sopo_ray.data import load_dataset
+    from sopo_ray.evaluation.metrics import actions_label
     from sopo_ray.models.generator import load_generator
     from sopo_ray.reward import load_reward
     from sopo_ray.reward.diagnostics import count_probe, ranking_figures, score_policy_samples
@@ -170,7 +171,7 @@ def run_check(args: argparse.Namespace) -> int:
                       "x^w or x^l among them does it right). Least satisfied: "
                       + (", ".join(f"{kind} {a:.2f} (samples disagree for {vary:.0%} of captions)"
                                    for a, kind, vary in weakest[:LEAST_SATISFIED]) or "-"))
-        by = ", ".join(f"{n} action{'' if n == '1' else 's'} {a:.2f}±{ci:.2f} ({groups} captions)"
+        by = ", ".join(f"{actions_label(n)} {a:.2f}±{ci:.2f} ({groups} captions)"
                        for n, (a, ci, groups) in f["by_actions"].items())
         console.print(f"{split}, agreement by the number of actions in the caption: {by or '-'}")
         c = f["count_probe"]

@@ -159,7 +159,12 @@ def caption_actions(params: list[dict]) -> np.ndarray:
     return np.array([len(p["segments"]) for p in params], dtype=np.int64)
 
 
+def actions_label(n: str) -> str:
+    """"1 action", "2 actions": the key of a by-actions breakdown as a reader says it."""
+    return f"{n} action{'' if n == '1' else 's'}"
+
+
 def by_actions_text(groups: dict[str, dict[str, float]]) -> str:
     """`paired_difference_by_actions` on one line: "1 action +0.029 ± 0.021 (520), 2 actions ..."."""
-    return ", ".join(f"{n} action{'' if n == '1' else 's'} {v['delta']:+.3f} ± {v['ci95']:.3f} ({v['samples']})"
+    return ", ".join(f"{actions_label(n)} {v['delta']:+.3f} ± {v['ci95']:.3f} ({v['samples']})"
                      for n, v in groups.items())

@@ -23,13 +23,15 @@ from sopo_ray.evaluation.tables import comparison_markdown, comparison_table
 
 
 def _evaluate(cfg: Config, checkpoint: str, evaluator_path: str, reward_path: str, seed: int,
-              split: str) -> tuple[dict[str, Any], np.ndarray | None]:
+              split: str) -> tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]:
     """The evaluation protocol's table for one generator checkpoint on one held-out split, and (embedded data,
-    `evaluator.paired_oracle`) its oracle score on every motion of the split."""
+    `evaluator.paired_oracle`) its oracle score on every motion of the split with the number of actions in each
+    motion's caption (`metrics.caption_actions`)."""
     import torch
 
     from sopo_ray.data import load_dataset
     from sopo_ray.evaluation.evaluator import load_evaluator
+    from sopo_ray.evaluation.metrics import caption_actions
     from sopo_ray.evaluation.protocol import evaluate_generator, oracle_per_motion
     from sopo_ray.models.generator import load_generator
     from sopo_ray.reward import load_reward
@@ -41,13 +43,15 @@ def _evaluate(cfg: Config, checkpoint: str, evaluator_path: str, reward_path: st
     evaluator = load_evaluator(evaluator_path, data.data_id)
     reward = load_reward(reward_path, data.data_id)
     table = evaluate_generator(generator, evaluator, reward, data, cfg, seed)
-    paired = cfg.evaluator.paired_oracle and data.params is not None
-    return table, oracle_per_motion(generator, data, cfg, seed) if paired else None
+    if not (cfg.evaluator.paired_oracle and data.params is not None):
+        return table, None, None
+    return table, oracle_per_motion(generator, data, cfg, seed), caption_actions(data.params)
 
 
 def evaluate_models(cfg: Config, art: Any, paths: dict[str, Path],
-                    seed: int) -> dict[str, dict[str, tuple[dict[str, Any], np.ndarray | None]]]:
-    """{split: {model name: (metric table, per-motion oracle scores or None)}} for each generator in `paths` on
+                    seed: int) -> dict[str, dict[str, tuple[dict[str, Any], np.ndarray | None, np.ndarray | None]]]:
+    """{split: {model name: (metric table, per-motion oracle scores and the number of actions in each motion's
+    caption, or None twice)}} for each generator in `paths` on
     every held-out split the data has
     (`data.eval_splits`: in-distribution test first, then compositional), all with one seed, so every
     model sees the same captions, lengths and initial noises. Inside Ray the evaluations run as parallel tasks
@@ -81,17 +85,11 @@ def evaluate_and_report(cfg: Config, art: Any, policy_path: Path, run_dir: Path,
     report.md."""
     console.print(f"[bold]final evaluation[/]: base vs aligned ({cfg.evaluator.replications} replications x "
                   f"{cfg.evaluator.num_captions} captions per split, {cfg.diffusion.sample_steps} DDIM steps)")
-    from sopo_ray.data import load_dataset
-    from sopo_ray.evaluation.metrics import (
-        by_actions_text,
-        caption_actions,
-        paired_difference_by_actions,
-        paired_difference_ci,
-    )
+    from sopo_ray.evaluation.metrics import by_actions_text, paired_difference_by_actions, paired_difference_ci
 
     paths = {"base": art.base_path, "aligned": policy_path}
     evaluated = evaluate_models(cfg, art, paths, cfg.seed)
-    by_split = {split: {name: table for name, (table, _) in models.items()} for split, models in evaluated.items()}
+    by_split = {split: {name: table for name, (table, _, _) in models.items()} for split, models in evaluated.items()}
     report: dict[str, Any] = {"objective": cfg.objective.name, "steps": cfg.schedule.total_steps, "seed": cfg.seed,
                               "checkpoints": {k: str(v) for k, v in paths.items()}, "splits": {}}
     lines = [f"# {cfg.name}: {cfg.objective.name}, {cfg.schedule.total_steps} steps", ""]
@@ -103,11 +101,10 @@ def evaluate_and_report(cfg: Config, art: Any, policy_path: Path, run_dir: Path,
             "rows": {n: {k: {"mean": v[0], "ci95": v[1]} for k, v in r.items()} for n, r in rows.items()},
             "delta": deltas}
         lines += [f"## {title}", "", *comparison_markdown(rows), ""]
-        base_scores, aligned_scores = evaluated[split]["base"][1], evaluated[split]["aligned"][1]
+        (_, base_scores, actions), (_, aligned_scores, _) = evaluated[split]["base"], evaluated[split]["aligned"]
         if base_scores is not None and aligned_scores is not None:
             diff, ci = paired_difference_ci(base_scores, aligned_scores)
-            groups = paired_difference_by_actions(base_scores, aligned_scores,
-                                                  caption_actions(load_dataset(cfg.data, split).params))
+            groups = paired_difference_by_actions(base_scores, aligned_scores, actions)
             paired = {"motions": int(base_scores.size), "base": float(base_scores.mean()),
                       "aligned": float(aligned_scores.mean()), "delta": diff, "ci95": ci, "by_actions": groups}
             report["splits"][split]["paired_oracle"] = paired
