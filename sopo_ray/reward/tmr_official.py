@@ -93,7 +93,7 @@ class OfficialTMRReward(nn.Module):
         """Captions -> unit vectors `[B, d]` through DistilBERT's token features and TMR's text encoder."""
         from sopo_ray.models.token_encoder import get_token_encoder
 
-        tokens, n = get_token_encoder().encode(list(captions))
+        tokens, n = get_token_encoder("distilbert").encode(list(captions))
         tokens, n = tokens.to(self.device), n.to(self.device)
         return F.normalize(self.text_encoder(tokens, valid_mask(n, tokens.shape[1]))[:, 0], dim=-1)
 

@@ -138,10 +138,10 @@ train captions instead of ~5x."""
 
 class TrainingPairs:
     """The reward's training pool: every train motion with its captions, optionally each beside its left-right
-    mirror with the mirrored captions, and up to two counterfactuals of every caption, all embedded once (and
-    kept in the sentence-embedding cache file `cache`, if given, for the next training)."""
+    mirror with the mirrored captions, and up to two counterfactuals of every caption, all embedded once (the
+    sentence embeddings kept in the cache file `cache`, if given, for the next training) as `model` reads them."""
 
-    def __init__(self, train: MotionDataset, rcfg: RewardConfig, encoder: str, cache: Path | None = None) -> None:
+    def __init__(self, train: MotionDataset, rcfg: RewardConfig, model: TMRReward, cache: Path | None = None) -> None:
         self.features, self.lengths = [train.features], train.lengths
         captions = [list(c) for c in train.captions]
         if rcfg.mirror:
@@ -156,9 +156,9 @@ class TrainingPairs:
                 keep = rng.permutation(len(options))[:MAX_COUNTERFACTUALS]
                 hard[c] = [options[i] for i in sorted(keep)]
         self.texts = sorted(set(texts).union(*hard.values()))
-        text_encoder = get_text_encoder(encoder)
+        text_encoder = get_text_encoder(model.text_encoder_name)
         known = text_encoder.load_cache(cache) if cache is not None else 0
-        self.table = text_encoder.encode(self.texts)
+        self.table = model.text_inputs(self.texts)
         if cache is not None and text_encoder.cache_size > known:
             text_encoder.save_cache(cache)
         index = {c: i for i, c in enumerate(self.texts)}
@@ -193,8 +193,9 @@ def fit_reward(train: MotionDataset, val: MotionDataset | None, rcfg: RewardConf
     rng = np.random.default_rng(rcfg.seed)
     mean, std = feature_statistics(train.features, train.lengths)
     model = TMRReward(mean, std, rcfg.latent_dim, rcfg.num_layers, rcfg.num_heads, dropout=rcfg.dropout,
-                      frames_per_token=rcfg.frames_per_token, trajectory=rcfg.trajectory)
-    pairs = TrainingPairs(train, rcfg, model.text_encoder_name, text_cache)
+                      frames_per_token=rcfg.frames_per_token, trajectory=rcfg.trajectory,
+                      text_layers=rcfg.text_layers)
+    pairs = TrainingPairs(train, rcfg, model, text_cache)
 
     opt = torch.optim.AdamW(model.parameters(), lr=rcfg.lr, weight_decay=0.01)
     warmup = max(1, min(100, rcfg.steps // 10))
@@ -207,18 +208,18 @@ def fit_reward(train: MotionDataset, val: MotionDataset | None, rcfg: RewardConf
         task = bar.add_task("train", total=rcfg.steps, loss="-")
         for step in range(1, rcfg.steps + 1):
             features, lengths, ids, hard = pairs.batch(rng, rcfg.batch_size)
-            sent = pairs.table[ids]
+            text = pairs.table.take(ids)
             if rcfg.length_augment > 0:
                 features, lengths = pad_lengths(features, lengths, rcfg.length_augment, rng)
             z_m = model.encode_motion(features, lengths)
-            z_t = model.encode_sentences(sent)
-            z_hard = None if hard is None else model.encode_sentences(pairs.table[hard.clamp_min(0)])
+            z_t = model.encode_inputs(text)
+            z_hard = None if hard is None else model.encode_inputs(pairs.table.take(hard.clamp_min(0)))
             z_broken = None
             if rcfg.corruption_negatives:
                 kinds = rng.choice(CORRUPTIONS, len(lengths))
                 z_broken = model.encode_motion(np.stack([corrupt(f, n, k, rng) for f, n, k in
                                                          zip(features, lengths, kinds, strict=True)]), lengths)
-            loss = contrastive_loss(z_t, z_m, ids[:, None] == ids[None, :], rcfg.temperature, sent,
+            loss = contrastive_loss(z_t, z_m, ids[:, None] == ids[None, :], rcfg.temperature, text.sentences,
                                     rcfg.negative_filter, z_hard, None if hard is None else hard >= 0, z_broken)
             opt.zero_grad(set_to_none=True)
             loss.backward()
