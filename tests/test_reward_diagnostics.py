@@ -211,6 +211,10 @@ def test_reward_check_cli_writes_every_split(smoke_workdir, tmp_path):
         probe = figures["count_probe"]
         assert probe["motions"] >= 0 and all(np.isnan(probe[k]) or 0.0 <= probe[k] <= 1.0 for k in ("as_is", "padded"))
     assert "the reward picks the caption's own count" in proc.stdout
+    for figures in report["splits"].values():
+        order = figures["order_probe"]
+        assert order["motions"] >= 0 and (np.isnan(order["own_order"]) or 0.0 <= order["own_order"] <= 1.0)
+    assert " ".join(proc.stdout.split()).count("prefers the caption's own order to every swap") == 2
     assert " ".join(proc.stdout.split()).count("agreement by the number of actions in the caption") == 2
     for figures in report["splits"].values():
         assert sum(groups for _, _, groups in figures["by_actions"].values()) <= figures["groups"]

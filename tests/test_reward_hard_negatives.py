@@ -7,7 +7,7 @@ import pytest
 
 from sopo_ray.data import load_dataset
 from sopo_ray.motion.features import root_trajectory
-from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals, hold_pad
+from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals, hold_pad, reorderings
 from sopo_ray.reward.training import pad_lengths
 
 
@@ -25,6 +25,41 @@ def test_counterfactuals_change_one_attribute_word(caption, expected):
 
 def test_a_caption_without_attribute_words_has_no_counterfactual():
     assert counterfactuals("a person sits down") == [] and counterfactuals("someone kneels") == []
+
+
+@pytest.mark.parametrize(("caption", "expected"), [
+    ("a person waves, then jumps.", ["a person jumps, then waves."]),
+    ("the person runs ahead fast, after that she backs up", ["the person backs up, after that she runs ahead fast"]),
+    ("Someone walks then runs", ["Someone runs then walks"]),
+    ("a man first jogs forward, then waves with the left hand, and finally squats once.",
+     ["a man first waves with the left hand, then jogs forward, and finally squats once.",
+      "a man first jogs forward, then squats once, and finally waves with the left hand."]),
+])
+def test_reorderings_swap_two_neighbouring_actions_and_keep_the_rest(caption, expected):
+    assert reorderings(caption) == expected
+
+
+@pytest.mark.parametrize("caption", ["a person jumps twice", "a person walks forward and waves", "walks, then jumps",
+                                     "a person waves then waves", ""])
+def test_a_caption_of_one_action_no_subject_or_one_repeated_action_has_no_reordering(caption):
+    assert reorderings(caption) == []
+
+
+def test_order_negatives_join_each_sequence_captions_hard_negatives(tiny_dataset):
+    from sopo_ray.config import RewardConfig
+    from sopo_ray.reward.tmr import TMRReward
+    from sopo_ray.reward.training import TrainingPairs
+
+    train = load_dataset(tiny_dataset, "train")
+    model = TMRReward(train.mean, train.std, latent_dim=16, num_heads=2)
+    cfg = RewardConfig(counterfactual_negatives=False, mirror=False)
+    assert TrainingPairs(train, cfg, model).hard_ids == {}
+    pairs = TrainingPairs(train, cfg.model_copy(update={"order_negatives": True}), model)
+    sequences = [c for caps in train.captions for c in caps if reorderings(c)]
+    assert sequences, "the tiny dataset has captions of several actions"
+    for c in sequences:
+        ids = pairs.hard_ids[pairs.texts.index(c)]
+        assert [pairs.texts[i] for i in ids] == reorderings(c)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from sopo_ray.checkpoint import save_checkpoint
 from sopo_ray.config import RewardConfig
 from sopo_ray.errors import CheckpointError
 from sopo_ray.reward import load_reward
+from sopo_ray.reward.diagnostics import order_probe
 from sopo_ray.reward.tmr import TextInputs, TMRReward, TokenTextHead
 from sopo_ray.reward.training import contrastive_loss, feature_statistics, fit_reward, recall_at, retrieval_metrics
 
@@ -173,6 +174,8 @@ def test_a_token_reward_learns_word_order_and_round_trips(tmp_path: Path) -> Non
     model, _ = fit_reward(train, None, rcfg, progress=False)
     own = model.score(val.features, val.lengths, [c[0] for c in val.captions])
     assert float((own > model.score(val.features, val.lengths, swapped)).float().mean()) > 0.9
+    probe = order_probe(model, val)        # its reorderings of "a person X then Y" are exactly "... Y then X"
+    assert probe["motions"] == len(val) and probe["own_order"] > 0.9
     path = save_checkpoint(tmp_path / "reward.pt", "reward", model.state_dict(), {}, train.data_id, arch=model.arch)
     loaded = load_reward(path, train.data_id)
     assert loaded.arch["text_layers"] == 1

@@ -127,7 +127,7 @@ def run_check(args: argparse.Namespace) -> int:
     from sopo_ray.evaluation.metrics import actions_label
     from sopo_ray.models.generator import load_generator
     from sopo_ray.reward import load_reward
-    from sopo_ray.reward.diagnostics import count_probe, ranking_figures, score_policy_samples
+    from sopo_ray.reward.diagnostics import count_probe, order_probe, ranking_figures, score_policy_samples
 
     cfg = load_config(args.config, args.overrides)
     if cfg.data.source != "synthetic":
@@ -150,7 +150,8 @@ def run_check(args: argparse.Namespace) -> int:
         dataset = load_dataset(cfg.data, split)
         scores = score_policy_samples(policy, reward, dataset, k=args.k, num_captions=args.captions,
                                       steps=d.rollout_sample_steps, guidance=d.guidance_scale, seed=args.seed)
-        results[split] = ranking_figures(scores, tau) | {"count_probe": count_probe(reward, dataset)}
+        results[split] = ranking_figures(scores, tau) | {"count_probe": count_probe(reward, dataset),
+                                                         "order_probe": order_probe(reward, dataset)}
     table = Table(title=f"reward {reward_path} on {policy_path}'s own samples (K={args.k}, {args.captions} captions "
                         f"per split, {d.rollout_sample_steps} DDIM steps, guidance {d.guidance_scale:g})")
     for column in ("split", "agreement", "oracle mean", "reward-best", "reward-worst", "oracle-best",
@@ -179,6 +180,9 @@ def run_check(args: argparse.Namespace) -> int:
         console.print(f"{split}, real motions: the reward picks the caption's own count {c['as_is']:.2f} "
                       f"({c['motions']} motions), {c['padded']:.2f} when the motion then stands still to the "
                       f"split's full length{hint}")
+        o = f["order_probe"]
+        console.print(f"{split}, real motions of several actions: the reward prefers the caption's own order to "
+                      f"every swap of two neighbouring actions {o['own_order']:.2f} ({o['motions']} motions)")
     out = Path(args.out) if args.out else reward_path.with_name(f"{reward_path.stem}_check.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"policy": str(policy_path), "reward": str(reward_path), "k": args.k,

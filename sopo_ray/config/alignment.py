@@ -36,6 +36,9 @@ class RewardConfig(Section):
     counterfactual_negatives: bool = True
     """Add one counterfactual caption per motion (one attribute word exchanged: side, direction, count, speed,
     angle) as an extra negative text (`reward.hard_negatives`)."""
+    order_negatives: bool = False
+    """Add every caption of two or more actions with two neighbouring actions swapped ("waves, then jumps" ->
+    "jumps, then waves": `reward.hard_negatives.reorderings`) to its motion's extra negative texts."""
     corruption_negatives: bool = False
     """Add each motion, corrupted (drifting, partly frozen or reversed: `reward.hard_negatives.corrupt`), as an
     extra negative motion for its own caption."""

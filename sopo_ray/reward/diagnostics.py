@@ -24,7 +24,8 @@ the reward model and with the oracle, and reports per split:
 On the split's real motions, `count_probe` also asks the reward how many times each caption's action repeats (the
 caption among its once / twice / three times / four times variants that it scores highest), on the motion as it
 is and padded by standing still to the split's full width: a reward that counts by the clip's length fails the
-second (docs/evaluation.md).
+second (docs/evaluation.md); `order_probe` asks whether it prefers a caption's own order of actions to the same
+caption with two neighbouring actions swapped.
 
 Everything is seeded: one seed gives the same captions and initial noises for every reward model compared.
 """
@@ -43,7 +44,7 @@ from sopo_ray.data.dataset import MotionDataset
 from sopo_ray.data.synthetic.oracle import oracle_score
 from sopo_ray.distributed.seeds import derive_seed
 from sopo_ray.evaluation.metrics import caption_actions, sample_mean_ci
-from sopo_ray.reward.hard_negatives import COUNT_WORDS, hold_pad
+from sopo_ray.reward.hard_negatives import COUNT_WORDS, hold_pad, reorderings
 
 GATE_FRACTIONS = (0.1, 0.3, 0.5)
 _COUNT_RE = re.compile(r"\b(" + "|".join(COUNT_WORDS) + r")\b", re.IGNORECASE)
@@ -216,3 +217,18 @@ def count_probe(reward: Any, dataset: MotionDataset) -> dict[str, float]:
             scores = reward.score(np.repeat(motion[None], len(variants), 0), [frames] * len(variants), variants)
             hits[key].append(int(torch.as_tensor(scores).argmax()) == own)
     return {"motions": len(hits["as_is"]), **{k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}}
+
+
+@torch.no_grad()
+def order_probe(reward: Any, dataset: MotionDataset) -> dict[str, float]:
+    """How often the reward scores a real motion's first caption above every reordering of it (two neighbouring
+    actions swapped: `hard_negatives.reorderings`), over the `motions` whose first caption has one; 0.5 is blind
+    to order for two actions."""
+    hits = []
+    for features, length, captions in zip(dataset.features, dataset.lengths, dataset.captions, strict=True):
+        variants = [captions[0], *reorderings(captions[0])]
+        if len(variants) > 1:
+            scores = reward.score(np.repeat(features[None], len(variants), 0), [int(length)] * len(variants),
+                                  variants)
+            hits.append(bool(scores[0] > scores[1:].max()))
+    return {"motions": len(hits), "own_order": float(np.mean(hits)) if hits else float("nan")}

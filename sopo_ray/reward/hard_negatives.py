@@ -60,6 +60,31 @@ def counterfactuals(caption: str) -> list[str]:
     return list(out)
 
 
+SEQUENCE_CONNECTIVES = re.compile(r"(, and finally |,? and then |, then |, after that (?:he |she |they )?| then )")
+"""How captions chain actions in time ("walks forward, then jumps", "..., after that she sits down")."""
+SUBJECT = re.compile(r"^((?:a|an|the)\s+\w+|someone|somebody|he|she|they)\s+(first\s+)?", re.IGNORECASE)
+"""A caption's leading subject ("a person", "the woman", "someone"), with the "first" of "first X, then Y"."""
+
+
+def reorderings(caption: str) -> list[str]:
+    """The caption with two neighbouring actions in the other order ("a person waves, then jumps." -> "a person
+    jumps, then waves."): a negative that differs from the positive only in order, which the pooled sentence
+    embedding hardly tells apart (cosine 0.99). Empty for a caption of one action or without a known subject."""
+    subject = SUBJECT.match(caption)
+    if subject is None:
+        return []
+    body = caption[subject.end():]
+    end = len(body.rstrip(" ."))
+    parts = SEQUENCE_CONNECTIVES.split(body[:end])
+    actions, links = parts[0::2], parts[1::2]
+    out = []
+    for i in range(len(actions) - 1):
+        swapped = actions[:i] + [actions[i + 1], actions[i]] + actions[i + 2:]
+        text = swapped[0] + "".join(link + act for link, act in zip(links, swapped[1:], strict=True))
+        out.append(caption[:subject.end()] + text + body[end:])
+    return [c for c in dict.fromkeys(out) if c != caption]
+
+
 CORRUPTIONS = ("drift", "freeze", "reverse")
 """How `corrupt` breaks a motion so that it no longer does what its caption says, keeping it motion-like."""
 

@@ -20,7 +20,7 @@ from sopo_ray.fitting import fit_and_save
 from sopo_ray.lr_schedule import warmup_cosine
 from sopo_ray.models.text_encoder import get_text_encoder
 from sopo_ray.motion.mirror import mirror_caption, mirror_features
-from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals, hold_pad
+from sopo_ray.reward.hard_negatives import CORRUPTIONS, corrupt, counterfactuals, hold_pad, reorderings
 from sopo_ray.reward.tmr import KIND, TMRReward
 from sopo_ray.tracking import MetricsWriter
 
@@ -149,12 +149,15 @@ class TrainingPairs:
             captions += [[mirror_caption(c) for c in caps] for caps in train.captions]
         texts = sorted({c for caps in captions for c in caps})
         rng = np.random.default_rng(rcfg.seed)
-        hard = {}
+        hard: dict[str, list[str]] = {}
         if rcfg.counterfactual_negatives:
             for c in texts:
                 options = counterfactuals(c)
                 keep = rng.permutation(len(options))[:MAX_COUNTERFACTUALS]
                 hard[c] = [options[i] for i in sorted(keep)]
+        if rcfg.order_negatives:
+            for c in texts:
+                hard[c] = hard.get(c, []) + reorderings(c)
         self.texts = sorted(set(texts).union(*hard.values()))
         text_encoder = get_text_encoder(model.text_encoder_name)
         known = text_encoder.load_cache(cache) if cache is not None else 0
