@@ -199,6 +199,12 @@ def agreement_by_actions(agree: np.ndarray, pairs: np.ndarray, actions: np.ndarr
     return out
 
 
+def _score_captions(reward: Any, motion: np.ndarray, length: int, captions: list[str]) -> torch.Tensor:
+    """The reward of one motion `[T, D]` (its first `length` frames) under each of `captions`, `[len(captions)]`."""
+    batch = np.repeat(motion[None], len(captions), 0)
+    return torch.as_tensor(reward.score(batch, [length] * len(captions), captions))
+
+
 @torch.no_grad()
 def count_probe(reward: Any, dataset: MotionDataset) -> dict[str, float]:
     """How often the reward picks a real motion's own count among its first caption's count variants, as the
@@ -214,8 +220,7 @@ def count_probe(reward: Any, dataset: MotionDataset) -> dict[str, float]:
         variants = [_COUNT_RE.sub(word, captions[0]) for word in COUNT_WORDS]
         n = int(length)
         for key, motion, frames in (("as_is", features, n), ("padded", hold_pad(features, n, width, 0), width)):
-            scores = reward.score(np.repeat(motion[None], len(variants), 0), [frames] * len(variants), variants)
-            hits[key].append(int(torch.as_tensor(scores).argmax()) == own)
+            hits[key].append(int(_score_captions(reward, motion, frames, variants).argmax()) == own)
     return {"motions": len(hits["as_is"]), **{k: float(np.mean(v)) if v else float("nan") for k, v in hits.items()}}
 
 
@@ -228,7 +233,6 @@ def order_probe(reward: Any, dataset: MotionDataset) -> dict[str, float]:
     for features, length, captions in zip(dataset.features, dataset.lengths, dataset.captions, strict=True):
         variants = [captions[0], *reorderings(captions[0])]
         if len(variants) > 1:
-            scores = reward.score(np.repeat(features[None], len(variants), 0), [int(length)] * len(variants),
-                                  variants)
+            scores = _score_captions(reward, features, int(length), variants)
             hits.append(bool(scores[0] > scores[1:].max()))
     return {"motions": len(hits), "own_order": float(np.mean(hits)) if hits else float("nan")}

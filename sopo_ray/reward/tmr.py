@@ -223,10 +223,6 @@ class TMRReward(nn.Module):
             h = torch.cat([h, trajectory_channels(torch.where(mask[..., None], x, 0.0)) * mask[..., None]], dim=-1)
         return F.normalize(self.motion_encoder(h, mask), dim=-1)
 
-    def sentence_embeddings(self, captions: list[str]) -> Tensor:
-        """The frozen encoder's embeddings `[B, E]` (cached per caption by the encoder)."""
-        return get_text_encoder(self.text_encoder_name).encode(list(captions)).to(self.device)
-
     def text_inputs(self, captions: list[str]) -> TextInputs:
         """What the text head reads of `captions`, on CPU: the sentence embeddings, and for a token head the
         token states, whose mean pool is the sentence embedding (so the encoder runs once per caption)."""

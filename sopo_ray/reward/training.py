@@ -105,7 +105,7 @@ def retrieval_metrics(model: TMRReward, dataset: MotionDataset, seed: int = 0) -
     model.train(was_training)
     sim = z_t @ z_m.T
     out = {f"retrieval/all_R@{k}": v for k, v in recall_at(sim, (1, 5)).items()}
-    sent = F.normalize(model.sentence_embeddings([c[0] for c in dataset.captions]), dim=-1)
+    sent = F.normalize(model.text_inputs([c[0] for c in dataset.captions]).sentences, dim=-1)
     same_text = (sent @ sent.T + 1.0) / 2.0 >= 0.95
     top = sim.topk(min(5, len(dataset)), dim=1).indices
     for k in (1, 5):
