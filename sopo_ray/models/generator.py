@@ -33,6 +33,7 @@ from sopo_ray.models.inference import CPU_BUCKET_SAMPLES, guided_forward, length
 from sopo_ray.models.latent import LatentSpace
 from sopo_ray.models.mdm_official import OfficialMDM
 from sopo_ray.models.text_encoder import get_text_encoder, text_encoder_dim
+from sopo_ray.models.token_encoder import get_token_encoder
 from sopo_ray.models.vae import MotionVAE
 
 KINDS = ("mdm", "mld")
@@ -61,6 +62,7 @@ class MotionGenerator(nn.Module):
         m, d = cfg.model, cfg.diffusion
         self.kind: str = m.kind
         self.text_encoder_name: str = m.text_encoder
+        self.text_tokens: int = m.text_tokens
         self.max_frames: int = cfg.data.max_frames
         self.default_guidance: float = d.guidance_scale
         self.default_steps: int = d.sample_steps
@@ -92,7 +94,8 @@ class MotionGenerator(nn.Module):
                                         m.dropout, max(seq_len, d.num_timesteps), m.mask_frames)
         else:
             self.denoiser = MotionDenoiser(channels, text_dim, m.latent_dim, m.num_layers, m.num_heads, m.ff_dim,
-                                           m.dropout, seq_len, m.frames_per_token if self.kind == "mdm" else 1)
+                                           m.dropout, seq_len, m.frames_per_token if self.kind == "mdm" else 1,
+                                           m.text_tokens)
 
     # ------------------------------------------------------------------------------------------------
     # Contract C
@@ -108,8 +111,17 @@ class MotionGenerator(nn.Module):
         return self.mean.device
 
     def encode_text(self, captions: list[str]) -> Tensor:
-        """Frozen sentence embeddings [B, E] of `captions`, on this model's device (cached per caption)."""
-        return get_text_encoder(self.text_encoder_name).encode(captions).to(self.device)
+        """The frozen text condition of `captions`, on this model's device (cached per caption): sentence
+        embeddings [B, E]; with `model.text_tokens = n`, [B, 1 + n, E]: the sentence embedding, then the
+        caption's first n token states, zero rows past its last token."""
+        sentences = get_text_encoder(self.text_encoder_name).encode(captions)
+        if not self.text_tokens:
+            return sentences.to(self.device)
+        words, _ = get_token_encoder(self.text_encoder_name).encode(captions)
+        out = torch.zeros(len(captions), 1 + self.text_tokens, sentences.shape[-1])
+        out[:, 0] = sentences
+        out[:, 1: 1 + words.shape[1]] = words[:, : self.text_tokens]
+        return out.to(self.device)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters alignment trains: the denoiser's (an MLD's VAE stays frozen)."""

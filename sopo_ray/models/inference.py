@@ -76,7 +76,7 @@ def guided_forward(denoiser: nn.Module, x_t: Tensor, t: Tensor, text_emb: Tensor
     n = x_t.shape[0]
     tokens, valid = denoiser.embed(x_t, mask)
     keep = torch.arange(2 * n, device=x_t.device) < n
-    cond = denoiser.condition(t.repeat(2), text_emb.repeat(2, 1), keep)
+    cond = denoiser.condition(t.repeat(2), text_emb.repeat(2, *[1] * (text_emb.dim() - 1)), keep)
     h = denoiser.encode(cond, tokens.repeat(2, 1, 1), valid.repeat(2, 1), fast=True)
     return denoiser.project(torch.lerp(h[n:], h[:n], scale), x_t.shape[1])
 

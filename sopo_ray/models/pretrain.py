@@ -45,12 +45,12 @@ class TrainingSet:
 
     x: Tensor            # [N, T, D] normalised, zero past length
     lengths: Tensor      # [N] int64
-    text_emb: Tensor     # [M, E] one row per distinct caption
+    text_emb: Tensor     # [M, E] (or [M, 1 + n, E] with words) one row per distinct caption
     caption_ids: Tensor  # [N, C] row of text_emb for caption j of motion i (-1 past the motion's captions)
     caption_count: Tensor  # [N] captions per motion
 
     def batch(self, gen: torch.Generator, size: int, buckets: int = 1) -> tuple[Tensor, Tensor, Tensor]:
-        """A random batch (x [B, T_b, D] cropped to the longest member, lengths [B], text_emb [B, E]).
+        """A random batch (x [B, T_b, D] cropped to the longest member, lengths [B], text_emb [B, ...]).
 
         With `buckets = k > 1`, k * B motions are drawn uniformly, sorted by length, cut into k blocks of B, and
         one block is used: every motion is still drawn with probability B / N, but a batch holds similar
