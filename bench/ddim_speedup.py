@@ -14,10 +14,11 @@ import argparse
 import time
 
 import torch
+from harness import random_condition
 from rich.console import Console
 from rich.table import Table
 
-from sopo_ray.config import load_config
+from sopo_ray.config import load_config, model_config
 from sopo_ray.models.generator import build_generator, load_generator
 
 
@@ -37,12 +38,13 @@ def main() -> None:
     threads = args.threads or cfg.torch_threads
     if threads:
         torch.set_num_threads(threads)
+    text_cfg = cfg
     if args.checkpoint:
-        gen, _ = load_generator(args.checkpoint)
+        gen, config = load_generator(args.checkpoint)
+        text_cfg = model_config(config)
     else:
         gen = build_generator(cfg, (torch.zeros(263), torch.ones(263))).eval()
-    text = torch.nn.functional.normalize(torch.randn(args.batch, 384, generator=torch.Generator().manual_seed(0)),
-                                         dim=-1)
+    text = random_condition(text_cfg, args.batch)
     lengths = [args.frames] * args.batch
     seeds = list(range(args.batch))
     gen.sample(text, lengths, seeds, steps=2, guidance=2.5)  # warm-up

@@ -24,6 +24,7 @@ import copy
 
 import numpy as np
 import torch
+from harness import random_condition
 from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
@@ -32,7 +33,6 @@ from sopo_ray.algorithm import PolicyErrors, PreferenceBatch, preference_terms
 from sopo_ray.config import Config, load_config
 from sopo_ray.distributed.weights import state_to_numpy, trainable_keys
 from sopo_ray.models.generator import build_generator
-from sopo_ray.models.text_encoder import text_encoder_dim
 from sopo_ray.objectives import objective_loss
 from sopo_ray.reward.tmr import TMRReward
 
@@ -68,10 +68,9 @@ def count(cfg: Config) -> dict[str, float]:
     r = cfg.reward
     reward = TMRReward(np.zeros(D, np.float32), np.ones(D, np.float32), r.latent_dim, r.num_layers, r.num_heads,
                        frames_per_token=r.frames_per_token).eval()
-    width = text_encoder_dim(cfg.model.text_encoder)
 
     def cached_text(captions: list[str]) -> torch.Tensor:  # text embeddings are cached, not counted (and CLIP's
-        return torch.zeros(len(captions), width)          # weights need not be here to count the denoiser)
+        return random_condition(cfg, len(captions))      # weights need not be here to count the denoiser)
 
     policy.encode_text = reference.encode_text = cached_text
     text = policy.encode_text([CAPTION])

@@ -1,4 +1,4 @@
-"""Shared pieces of the Ray benches (not a bench itself).
+"""Shared pieces of the benches (not a bench itself).
 
 - `local_ray`: a throwaway single-node Ray. `simulated_cluster`: a multi-node Ray cluster on this machine
   (`ray.cluster_utils.Cluster`), one raylet and object store per node, so placement by custom resource and
@@ -8,6 +8,8 @@
   claim a ticket, put its groups, stop when the queue closes) but serves each ticket with copies of groups it was
   given instead of sampling, so queue_transfer.py measures the queue's data path and learner_overhead.py the
   learner, without paying for rollouts.
+- `random_condition`: random text conditions of the shape the generator's text encoder gives, for benches that time
+  the denoiser and not the encoder.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import ray
+import torch
 
 from sopo_ray.config import Config, config_to_dict, with_overrides
 from sopo_ray.distributed.cluster import OFFLINE_ENV
@@ -29,6 +32,25 @@ from sopo_ray.distributed.ticket_board import Ticket
 from sopo_ray.models.generator import build_generator
 
 MiB = 2**20
+TYPICAL_WORDS = 16
+"""MiniLM tokens of a typical caption of the embedded data, [CLS] and [SEP] included (median 14, 90th percentile
+24, longest 39)."""
+
+
+def random_condition(cfg: Config, n: int, seed: int = 0) -> torch.Tensor:
+    """`n` random text conditions of the shape `MotionGenerator.encode_text` gives for `cfg`: unit sentence vectors
+    [n, E]; with `model.text_tokens`, [n, 1 + text_tokens, E] with the first `TYPICAL_WORDS` word rows filled."""
+    from sopo_ray.models.text_encoder import text_encoder_dim
+
+    g = torch.Generator().manual_seed(seed)
+    width, words = text_encoder_dim(cfg.model.text_encoder), cfg.model.text_tokens
+    sentence = torch.nn.functional.normalize(torch.randn(n, width, generator=g), dim=-1)
+    if not words:
+        return sentence
+    text = torch.zeros(n, 1 + words, width)
+    text[:, 0] = sentence
+    text[:, 1: 1 + min(words, TYPICAL_WORDS)] = torch.randn(n, min(words, TYPICAL_WORDS), width, generator=g)
+    return text
 
 
 def _throwaway_env() -> None:

@@ -36,6 +36,7 @@ from functools import partial
 import numpy as np
 import torch
 from flop_model import flops
+from harness import random_condition
 from rich.console import Console
 from rich.table import Table
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -44,21 +45,19 @@ from sopo_ray.config import Config, load_config
 from sopo_ray.data.synthetic.space import sample_params
 from sopo_ray.models.generator import MotionGenerator, build_generator, lengths_to_mask
 from sopo_ray.models.inference import guided_forward
-from sopo_ray.models.text_encoder import text_encoder_dim
 
 D = 263
 
 
 def rollout_batch(cfg: Config, captions: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """(text embeddings [n*K, E], lengths [n*K], seeds) of one rollout batch, K samples per caption."""
+    """(text conditions [n*K, ...], lengths [n*K], seeds) of one rollout batch, K samples per caption."""
     rng = np.random.default_rng(seed)
     d = cfg.data
     if d.source == "synthetic":
         lengths = [sample_params(rng, d.min_frames, d.max_frames)[1] for _ in range(captions)]
     else:
         lengths = rng.integers(d.min_frames, d.max_frames + 1, captions).tolist()
-    text = torch.nn.functional.normalize(torch.from_numpy(
-        rng.standard_normal((captions, text_encoder_dim(cfg.model.text_encoder)), dtype=np.float32)), dim=-1)
+    text = random_condition(cfg, captions, seed)
     return (text.repeat_interleave(k, dim=0), torch.tensor(lengths).repeat_interleave(k),
             list(range(captions * k)))
 

@@ -149,3 +149,12 @@ def test_a_token_checkpoint_round_trips(tmp_path: Path) -> None:
 def test_configs_it_cannot_serve_are_refused(setting: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_config(None, setting)
+
+
+def test_a_condition_of_the_wrong_shape_is_refused() -> None:
+    x_t, t, mask = torch.randn(2, 20, 263), torch.tensor([1, 2]), torch.ones(2, 20, dtype=torch.bool)
+    words, sentence = tiny("model.text_tokens=8"), tiny()
+    with pytest.raises(ValueError, match=r"\[B, 1 \+ words, E\].*text_tokens=8.*encode_text"):
+        words.denoiser(x_t, t, torch.randn(2, 384), mask)
+    with pytest.raises(ValueError, match=r"reads \[B, E\].*text_tokens=0"):
+        sentence.denoiser(x_t, t, torch.randn(2, 9, 384), mask)

@@ -62,6 +62,7 @@ class MotionDenoiser(nn.Module):
         self.latent_dim = latent_dim
         self.max_len = max_len
         self.patch = frames_per_token
+        self.text_tokens = text_tokens
         tokens = -(-max_len // frames_per_token)
         self.input_proj = nn.Linear(in_dim * frames_per_token, latent_dim)
         self.time_mlp = nn.Sequential(nn.Linear(latent_dim, latent_dim), nn.SiLU(),
@@ -80,7 +81,11 @@ class MotionDenoiser(nn.Module):
     def condition(self, t: Tensor, text_emb: Tensor, keep_cond: Tensor | None) -> Condition:
         """The condition token (timestep embedding + text projection, or the null embedding where keep_cond is
         False) and, for a `[B, 1 + n, E]` text, the caption's word tokens, trimmed to the batch's longest caption."""
-        sentence = text_emb if text_emb.dim() == 2 else text_emb[:, 0]
+        if text_emb.dim() != (3 if self.text_tokens else 2):
+            raise ValueError(f"text condition of shape {tuple(text_emb.shape)}: this denoiser reads "
+                             f"{'[B, 1 + words, E]' if self.text_tokens else '[B, E]'} (model.text_tokens="
+                             f"{self.text_tokens}); build it with MotionGenerator.encode_text")
+        sentence = text_emb[:, 0] if self.text_tokens else text_emb
         text = self.text_proj(sentence)
         if keep_cond is None:  # still route through `where` so null_cond is in the graph (DDP-safe)
             keep_cond = torch.ones(text.shape[0], dtype=torch.bool, device=text.device)
@@ -89,7 +94,7 @@ class MotionDenoiser(nn.Module):
         always = torch.ones_like(keep_cond[:, None])
         if self.word_proj is None or self.word_positions is None:
             return Condition(first[:, None], always)
-        words = text_emb[:, 1: 1 + self.word_positions.shape[0]]
+        words = text_emb[:, 1: 1 + self.text_tokens]
         present = (words.abs().amax(-1) > 0) & keep_cond[:, None]   # zero rows are padding
         n = int(present.sum(1).max()) if present.numel() else 0
         words = self.word_proj(words[:, :n]) + self.word_positions[:n]
