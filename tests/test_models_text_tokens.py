@@ -65,8 +65,9 @@ def test_padding_and_a_dropped_text_are_masked_out() -> None:
         assert not torch.allclose(gen.denoiser(x_t, t, swapped, mask), together, atol=1e-4)
 
 
-def test_the_fast_sampler_samples_what_the_eager_one_does() -> None:
-    gen = tiny("model.text_tokens=24")
+@pytest.mark.parametrize("kind", ["mdm", "mld"])
+def test_the_fast_sampler_samples_what_the_eager_one_does(kind: str) -> None:
+    gen = tiny("model.text_tokens=24", kind=kind)
     cond = gen.encode_text(CAPTIONS)
     fast = gen.sample(cond, [24, 13, 9], [0, 1, 2], steps=4, guidance=2.5, fast=True)
     eager = gen.sample(cond, [24, 13, 9], [0, 1, 2], steps=4, guidance=2.5, fast=False)
