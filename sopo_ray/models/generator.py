@@ -120,7 +120,8 @@ class MotionGenerator(nn.Module):
         words, _ = get_token_encoder(self.text_encoder_name).encode(captions)
         out = torch.zeros(len(captions), 1 + self.text_tokens, sentences.shape[-1])
         out[:, 0] = sentences
-        out[:, 1: 1 + words.shape[1]] = words[:, : self.text_tokens]
+        n = min(words.shape[1], self.text_tokens)
+        out[:, 1: 1 + n] = words[:, :n]
         return out.to(self.device)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
