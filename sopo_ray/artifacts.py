@@ -202,13 +202,19 @@ def resolve(cfg: Config, console: Console | None = None, need_evaluator: bool = 
         if cfg.pretrained.t2m_evaluator is None:
             console.print(f"[bold]building the evaluator[/] ({cfg.evaluator.steps} steps) -> {evaluator}")
         build_evaluator(cfg, evaluator, console)
-    base_payload = load_checkpoint(base, ("mdm", "mld"))
-    # How to sample is the run's choice, not the checkpoint's: every policy built from this payload samples so.
-    base_payload["config"].setdefault("diffusion", {})["fast_sampler"] = cfg.diffusion.fast_sampler
+    base_payload = sample_as_configured(load_checkpoint(base, ("mdm", "mld")), cfg)
     reward_payload = load_checkpoint(reward, REWARD_KINDS)
     check_same_dataset(base, base_payload, reward, reward_payload, train.data_id)
     check_base_matches(cfg, base, base_payload)
     return Artifacts(train, test, base, base_payload, reward, reward_payload, evaluator)
+
+
+def sample_as_configured(payload: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """`payload` (a generator checkpoint) set to sample as `cfg` says: how to sample (`diffusion.fast_sampler`,
+    `diffusion.ddim_eta`) is the run's choice, not the checkpoint's, and every policy built from it samples so."""
+    payload["config"].setdefault("diffusion", {}).update(fast_sampler=cfg.diffusion.fast_sampler,
+                                                         ddim_eta=cfg.diffusion.ddim_eta)
+    return payload
 
 
 def check_same_dataset(base: Path, base_payload: dict[str, Any], reward: Path, reward_payload: dict[str, Any],

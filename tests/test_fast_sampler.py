@@ -168,15 +168,33 @@ def test_config_switch_reaches_the_generator_and_the_evaluation() -> None:
 
 
 
-@pytest.mark.parametrize("flag", ["true", "false"])
-def test_the_runs_config_decides_for_its_rollout_policy(smoke_workdir: Path, flag: str) -> None:
+@pytest.mark.parametrize(("flag", "eta"), [("true", 0.0), ("false", 1.0)])
+def test_the_runs_config_decides_for_its_rollout_policy(smoke_workdir: Path, flag: str, eta: float) -> None:
     """The cached base checkpoint keeps the config it was built with; the policy a run builds from it (rollouts,
-    tau calibration, the local loop) samples as the run's config says."""
+    tau calibration, the local loop, `sopo reward check`) samples as the run's config says: the sampler and the
+    DDIM eta."""
     from sopo_ray import artifacts
     from sopo_ray.models.generator import generator_from_payload
 
     cfg = load_config(REPO / "configs" / "smoke.yaml", [f"workdir={smoke_workdir}",
                                                          f"data.root={smoke_workdir}/data",
-                                                         f"diffusion.fast_sampler={flag}"])
+                                                         f"diffusion.fast_sampler={flag}", f"diffusion.ddim_eta={eta}"])
     art = artifacts.resolve(cfg, need_evaluator=False)
-    assert generator_from_payload(art.base_payload).fast_sampler is (flag == "true")
+    policy = generator_from_payload(art.base_payload)
+    assert policy.fast_sampler is (flag == "true")
+    assert policy.eta == eta
+
+
+def test_the_evaluation_samples_with_the_runs_eta() -> None:
+    """`diffusion.ddim_eta` of the evaluating config, not the checkpoint's, decides the evaluation's samples: eta 1
+    draws fresh noise at every step, so its samples differ from eta 0's for the same seeds."""
+    gen = tiny()
+    gen.encode_text = lambda c: text(len(c))  # no text encoder weights needed here
+    lengths = np.array(LENGTHS[:4])
+    captions, seeds = [f"a person walks {i} steps" for i in range(4)], list(range(4))
+    got = {eta: generator_source(gen, load_config(None, [*TINY, f"diffusion.ddim_eta={eta}"]))(
+        np.arange(4), captions, lengths, seeds) for eta in (0.0, 1.0)}
+    for eta, samples in got.items():
+        direct = gen.sample(text(4), torch.as_tensor(lengths), seeds, steps=5, guidance=2.5, eta=eta).numpy()
+        assert_same(torch.from_numpy(samples), torch.from_numpy(direct))
+    assert np.abs(got[0.0] - got[1.0]).max() > 1e-2

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     captions = [c for c in args.captions for _ in range(args.num)]
     seeds = [args.seed + i for i in range(len(captions))]
     features = gen.generate(captions, [length] * len(captions), seeds, args.steps, args.guidance,
-                            fast=cfg.diffusion.fast_sampler).cpu().numpy()
+                            eta=cfg.diffusion.ddim_eta, fast=cfg.diffusion.fast_sampler).cpu().numpy()
     if not np.isfinite(features).all():
         raise CheckpointError(f"{path} generated NaN/inf motions (its weights or mean/std hold NaN/inf: a diverged "
                               "run?); nothing written; generate from an earlier checkpoint or retrain")

@@ -123,9 +123,10 @@ def run_check(args: argparse.Namespace) -> int:
 
     from sopo_ray import artifacts
     from sopo_ray.algorithm import calibrate_tau
+    from sopo_ray.checkpoint import load_checkpoint
     from sopo_ray.data import load_dataset
     from sopo_ray.evaluation.metrics import actions_label
-    from sopo_ray.models.generator import load_generator
+    from sopo_ray.models.generator import KINDS, generator_from_payload
     from sopo_ray.reward import load_reward
     from sopo_ray.reward.diagnostics import count_probe, order_probe, ranking_figures, score_policy_samples
 
@@ -140,7 +141,8 @@ def run_check(args: argparse.Namespace) -> int:
     policy_path = Path(args.policy) if args.policy else artifacts.base_path(cfg)
     reward_path = Path(args.checkpoint) if args.checkpoint else artifacts.reward_path(cfg)
     train = load_dataset(cfg.data, "train")
-    policy, _ = load_generator(policy_path, train.data_id)
+    policy_payload = artifacts.sample_as_configured(load_checkpoint(policy_path, KINDS, train.data_id), cfg)
+    policy = generator_from_payload(policy_payload, policy_path).eval()
     reward = load_reward(reward_path, train.data_id)
     d = cfg.diffusion
     tau = calibrate_tau(cfg, policy, reward, train)   # the run's tau: objective.tau, or tau_quantile / tau_gate's

@@ -40,11 +40,11 @@ class Generator(Protocol):
     def encode_text(self, captions: list[str]) -> torch.Tensor: ...
 
     def sample(self, text_emb: torch.Tensor, lengths: torch.Tensor, seeds: list[int], steps: int,
-               guidance: float, fast: bool) -> torch.Tensor: ...
+               guidance: float, eta: float, fast: bool) -> torch.Tensor: ...
 
 
 def generator_source(generator: Generator, cfg: Config) -> MotionSource:
-    """Generate with `cfg.diffusion.sample_steps` DDIM steps, the configured guidance and sampler
+    """Generate with `cfg.diffusion.sample_steps` DDIM steps, the configured guidance, eta and sampler
     (`diffusion.fast_sampler`), in batches of `cfg.evaluator.generate_batch_size`."""
     batch = cfg.evaluator.generate_batch_size
 
@@ -56,7 +56,7 @@ def generator_source(generator: Generator, cfg: Config) -> MotionSource:
             with torch.no_grad():
                 x = generator.sample(generator.encode_text(captions[s:s + batch]), n, seeds[s:s + batch],
                                      steps=cfg.diffusion.sample_steps, guidance=cfg.diffusion.guidance_scale,
-                                     fast=cfg.diffusion.fast_sampler)
+                                     eta=cfg.diffusion.ddim_eta, fast=cfg.diffusion.fast_sampler)
             x = x.detach().cpu().float().numpy()
             parts.append(np.pad(x, ((0, 0), (0, t_max - x.shape[1]), (0, 0))))
         return np.concatenate(parts)

@@ -205,9 +205,10 @@ class MotionGenerator(nn.Module):
         return out
 
     def generate(self, captions: list[str], lengths: Tensor | list[int], seeds: list[int],
-                 steps: int | None = None, guidance: float | None = None, fast: bool | None = None) -> Tensor:
+                 steps: int | None = None, guidance: float | None = None, eta: float | None = None,
+                 fast: bool | None = None) -> Tensor:
         """`sample` from captions: encode the text, then sample (un-normalised features [B, T, D])."""
-        return self.sample(self.encode_text(captions), lengths, seeds, steps, guidance, fast=fast)
+        return self.sample(self.encode_text(captions), lengths, seeds, steps, guidance, eta, fast=fast)
 
     # ------------------------------------------------------------------------------------------------
     # Internals
