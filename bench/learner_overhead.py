@@ -83,7 +83,7 @@ def rollout_pool(cfg: Config, art: Any, n: int) -> list[RolloutGroup]:
     return sample_groups(policy, reward, art.train.features, art.train.lengths,
                          [table[i] for i in plan.captions(0, n)], version=0, k=cfg.objective.k,
                          steps=cfg.diffusion.rollout_sample_steps, guidance=cfg.diffusion.guidance_scale,
-                         run_seed=cfg.seed, keep_best=False)
+                         eta=cfg.diffusion.rollout_ddim_eta, run_seed=cfg.seed, keep_best=False)
 
 
 class PlainLoop:

@@ -68,7 +68,8 @@ def measure(config: str | None, kind: str, stage: str, size: int, k: int) -> dic
         gen.encode_text([c.text for c in table])
         before, idle_private = _rss(), _private()
         sample_groups(gen, reward, features, lengths, table, version=0, k=k, steps=2,
-                      guidance=cfg.diffusion.guidance_scale, run_seed=0, keep_best=False)
+                      guidance=cfg.diffusion.guidance_scale, eta=cfg.diffusion.rollout_ddim_eta, run_seed=0,
+                      keep_best=False)
         estimate = memory.rollout_bytes(cfg)
     else:
         from sopo_ray.algorithm import PolicyErrors, PreferenceBatch, preference_terms, trainable

@@ -44,13 +44,15 @@ def plain_loop(cfg, art, n_groups: int) -> float:
     batch = cfg.schedule.rollout_batch_size
     sample_groups(policy, reward, art.train.features, art.train.lengths, [table[i] for i in plan.captions(0, 2)],
                   version=0, k=cfg.objective.k, steps=cfg.diffusion.rollout_sample_steps,
-                  guidance=cfg.diffusion.guidance_scale, run_seed=cfg.seed, keep_best=False)  # warm-up
+                  guidance=cfg.diffusion.guidance_scale, eta=cfg.diffusion.rollout_ddim_eta, run_seed=cfg.seed,
+                  keep_best=False)  # warm-up
     start, done = time.perf_counter(), 0
     while done < n_groups:
         refs = [table[i] for i in plan.captions(done, min(batch, n_groups - done))]
         done += len(sample_groups(policy, reward, art.train.features, art.train.lengths, refs, version=0,
                                   k=cfg.objective.k, steps=cfg.diffusion.rollout_sample_steps,
-                                  guidance=cfg.diffusion.guidance_scale, run_seed=cfg.seed, keep_best=False))
+                                  guidance=cfg.diffusion.guidance_scale, eta=cfg.diffusion.rollout_ddim_eta,
+                                  run_seed=cfg.seed, keep_best=False))
     return done / (time.perf_counter() - start)
 
 

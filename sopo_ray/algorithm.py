@@ -56,7 +56,7 @@ def pick_pairs(rewards: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @torch.no_grad()
 def sample_groups(policy: Any, reward: Any, features: np.ndarray, lengths: np.ndarray, refs: list[CaptionRef],
-                  *, version: int, k: int, steps: int, guidance: float, run_seed: int, keep_best: bool,
+                  *, version: int, k: int, steps: int, guidance: float, eta: float, run_seed: int, keep_best: bool,
                   positions: list[int] | None = None, ticket: int = -1, worker: str = "",
                   params: list[dict] | None = None) -> list[RolloutGroup]:
     """Sample K motions for each caption in `refs` with `policy`, score them, and reduce each to a RolloutGroup.
@@ -73,7 +73,7 @@ def sample_groups(policy: Any, reward: Any, features: np.ndarray, lengths: np.nd
     captions = [r.text for r in refs for _ in range(k)]                              # [n*K]
     seeds = [s for r in refs for s in sample_seeds(run_seed, r.caption_id, k, version)]
     text_emb = policy.encode_text([r.text for r in refs]).repeat_interleave(k, dim=0)
-    samples = policy.sample(text_emb, torch.from_numpy(lens), seeds, steps=steps, guidance=guidance)
+    samples = policy.sample(text_emb, torch.from_numpy(lens), seeds, steps=steps, guidance=guidance, eta=eta)
     samples = samples.detach().cpu().float()                                         # [n*K, T, D]
     t_max = samples.shape[1]
     x_w = torch.from_numpy(np.array(features[np.repeat(motion_idx, k), :t_max], dtype=np.float32))
@@ -122,7 +122,8 @@ def calibrate_tau(cfg: Config, base: Any, reward: Any, train: Any) -> float:
         picks = rng.choice(len(table), min(CALIBRATION_CAPTIONS, len(table)), replace=False)
         groups = sample_groups(base, reward, train.features, train.lengths, [table[i] for i in picks], version=0,
                                k=o.k, steps=cfg.diffusion.rollout_sample_steps, guidance=cfg.diffusion.guidance_scale,
-                               run_seed=derive_seed(cfg.seed, "tau"), keep_best=False)
+                               eta=cfg.diffusion.rollout_ddim_eta, run_seed=derive_seed(cfg.seed, "tau"),
+                               keep_best=False)
         return resolve_tau(o, worst_rewards=np.array([g.reward_l for g in groups]))
     return o.tau
 

@@ -81,7 +81,8 @@ class LocalTrainer:
         refs = [self.table[i] for i in self.plan.captions(step * b, b)]
         return sample_groups(self.rollout, self.reward, self.train.features, self.train.lengths, refs,
                              version=version, k=cfg.objective.k, steps=cfg.diffusion.rollout_sample_steps,
-                             guidance=cfg.diffusion.guidance_scale, run_seed=cfg.seed, keep_best=keep_best,
+                             guidance=cfg.diffusion.guidance_scale, eta=cfg.diffusion.rollout_ddim_eta,
+                             run_seed=cfg.seed, keep_best=keep_best,
                              positions=list(range(step * b, (step + 1) * b)), params=self.train.params)
 
     def items(self, step: int) -> tuple[list[Any], list[int]]:
@@ -104,7 +105,8 @@ class LocalTrainer:
         refs = [self.table[i] for i in self.plan.captions(start, size)]
         return sample_groups(self.rollout, self.reward, self.train.features, self.train.lengths, refs, version=0,
                              k=self.cfg.objective.k, steps=self.cfg.diffusion.rollout_sample_steps,
-                             guidance=self.cfg.diffusion.guidance_scale, run_seed=self.cfg.seed, keep_best=True,
+                             guidance=self.cfg.diffusion.guidance_scale, eta=self.cfg.diffusion.rollout_ddim_eta,
+                             run_seed=self.cfg.seed, keep_best=True,
                              positions=list(range(start, start + size)), params=self.train.params)
 
     # ------------------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def test_rollout_learner_and_evaluation_run_on_the_imports(cfg):
     reward = reward_from_payload(art.reward_payload)
     table = caption_table(art.train.motion_ids, art.train.captions)
     groups = sample_groups(policy, reward, art.train.features, art.train.lengths, table[:4], version=0, k=2,
-                           steps=2, guidance=2.5, run_seed=0, keep_best=False)
+                           steps=2, guidance=2.5, eta=0.0, run_seed=0, keep_best=False)
     assert [g.x_l.shape[0] for g in groups] == [int(art.train.lengths[r.motion_index]) for r in table[:4]]
     assert all(((g.rewards >= 0) & (g.rewards <= 1)).all() and np.isfinite(g.sims_w).all() for g in groups)
     batch = preference_batch("sopo", groups, art.train.features, art.train.lengths)

@@ -151,11 +151,13 @@ def run_check(args: argparse.Namespace) -> int:
     for split in args.splits:
         dataset = load_dataset(cfg.data, split)
         scores = score_policy_samples(policy, reward, dataset, k=args.k, num_captions=args.captions,
-                                      steps=d.rollout_sample_steps, guidance=d.guidance_scale, seed=args.seed)
+                                      steps=d.rollout_sample_steps, guidance=d.guidance_scale,
+                                      eta=d.rollout_ddim_eta, seed=args.seed)
         results[split] = ranking_figures(scores, tau) | {"count_probe": count_probe(reward, dataset),
                                                          "order_probe": order_probe(reward, dataset)}
     table = Table(title=f"reward {reward_path} on {policy_path}'s own samples (K={args.k}, {args.captions} captions "
-                        f"per split, {d.rollout_sample_steps} DDIM steps, guidance {d.guidance_scale:g})")
+                        f"per split, {d.rollout_sample_steps} DDIM steps, eta {d.rollout_ddim_eta:g}, "
+                        f"guidance {d.guidance_scale:g})")
     for column in ("split", "agreement", "oracle mean", "reward-best", "reward-worst", "oracle-best",
                    f"gate rate (tau {tau:g})", "real > sample"):
         table.add_column(column, justify="left" if column == "split" else "right")
@@ -189,7 +191,8 @@ def run_check(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"policy": str(policy_path), "reward": str(reward_path), "k": args.k,
                                "captions": args.captions, "seed": args.seed, "tau": tau,
-                               "sample_steps": d.rollout_sample_steps, "guidance": d.guidance_scale,
+                               "sample_steps": d.rollout_sample_steps, "eta": d.rollout_ddim_eta,
+                               "guidance": d.guidance_scale,
                                "splits": results}, indent=2))
     console.print(f"wrote {out}")
     return 0

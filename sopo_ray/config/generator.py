@@ -104,7 +104,10 @@ class DiffusionConfig(Section):
     guidance_scale: Annotated[float, Field(ge=0)] = 2.5
     """Classifier-free guidance scale at sampling (paper: 2.5; 1 = conditional only, 0 = unconditional)."""
     ddim_eta: Annotated[float, Field(ge=0, le=1)] = 0.0
-    """DDIM eta: 0 is deterministic given the initial noise, 1 is ancestral-like."""
+    """DDIM eta of generation and evaluation: 0 is deterministic given the initial noise, 1 is ancestral-like."""
+    rollout_ddim_eta: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """DDIM eta of the online rollouts (and of tau calibration and `sopo reward check`, which sample as the rollouts
+    do): 1 draws fresh noise at every step, so a caption's K samples differ more (docs/results.md)."""
     fast_sampler: bool = True
     """Sample (rollouts, evaluation, `sopo generate`) the fast way: inference mode, the batch split into buckets of
     similar length on CPU, and attention through scaled_dot_product_attention (sopo_ray/models/inference.py).

@@ -102,7 +102,8 @@ class RolloutWorker:
         d, o = self.cfg.diffusion, self.cfg.objective
         return sample_groups(self.policy, self.reward, self.features, self.lengths,
                              [self.table[i] for i in caption_indices], version=version, k=o.k,
-                             steps=d.rollout_sample_steps, guidance=d.guidance_scale, run_seed=self.cfg.seed,
+                             steps=d.rollout_sample_steps, guidance=d.guidance_scale, eta=d.rollout_ddim_eta,
+                             run_seed=self.cfg.seed,
                              keep_best=self.keep_best, positions=positions, ticket=ticket, worker=self.name,
                              params=self.params)
 

@@ -68,7 +68,8 @@ class GroupScores:
 
 @torch.no_grad()
 def score_policy_samples(policy: Any, reward: Any, dataset: MotionDataset, *, k: int, num_captions: int,
-                         steps: int, guidance: float, seed: int = 0, batch_captions: int = 32) -> GroupScores:
+                         steps: int, guidance: float, eta: float, seed: int = 0,
+                         batch_captions: int = 32) -> GroupScores:
     """Sample K motions for `num_captions` seeded captions of `dataset` (one per motion) and score them."""
     if dataset.params is None:
         raise ValueError("the reward check needs the oracle: use the embedded synthetic dataset")
@@ -81,7 +82,8 @@ def score_policy_samples(policy: Any, reward: Any, dataset: MotionDataset, *, k:
         lens = np.repeat(dataset.lengths[part], k)
         seeds = [derive_seed(seed, "reward-check", int(i), j) for i in part for j in range(k)]
         text = policy.encode_text(caps).repeat_interleave(k, dim=0)
-        samples = policy.sample(text, torch.from_numpy(lens), seeds, steps=steps, guidance=guidance).cpu().numpy()
+        samples = policy.sample(text, torch.from_numpy(lens), seeds, steps=steps, guidance=guidance,
+                                eta=eta).cpu().numpy()
         rep_caps = [c for c in caps for _ in range(k)]
         rewards.append(reward.score(samples, lens, rep_caps).cpu().numpy().reshape(-1, k))
         judged = [oracle_score(m[:n], dataset.params[i])
