@@ -44,22 +44,30 @@ def test_hung_worker_dead_worker_and_dead_queue_are_survived(ray_cluster, smoke_
         path = run_dir / "metrics.jsonl"
         return [r["step"] for r in read_metrics(path) if r.get("event") == "step"] if path.is_file() else []
 
+    finished = threading.Event()
+
     def inject() -> None:
-        deadline = time.time() + 400
-        while time.time() < deadline and not injected:
+        """Each fault once its step is reached, for as long as the run lasts (no wall-clock deadline: a loaded
+        machine can take minutes to reach step 3)."""
+        while not finished.is_set() and not injected:
             healthy = [name for name in driver.pool.workers if name != "rollout-0"] if driver.pool else []
             if max(steps(), default=0) >= 3 and healthy:
                 ray.kill(driver.pool.workers[healthy[0]][0])
                 injected.append("worker")
             time.sleep(0.2)
-        while time.time() < deadline and len(injected) < 2:
+        while not finished.is_set() and len(injected) < 2:
             if max(steps(), default=0) >= 6 and driver.pipeline is not None and driver.pipeline.mirror is not None:
                 ray.kill(driver.queue, no_restart=False)
                 injected.append("queue")
             time.sleep(0.2)
 
-    threading.Thread(target=inject, daemon=True).start()
-    assert driver.run() == 0
+    injector = threading.Thread(target=inject, daemon=True)
+    injector.start()
+    try:
+        assert driver.run() == 0
+    finally:
+        finished.set()
+        injector.join()
     assert injected == ["worker", "queue"]
     records = list(read_metrics(run_dir / "metrics.jsonl"))
     step_records = [r for r in records if r.get("event") == "step"]
@@ -162,10 +170,11 @@ def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, 
         f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.total_steps=14",
         f"checkpoint.interval={interval}", "log.final_eval=false", f"cluster.storage_path=file://{tmp_path}/bucket"])
     killed: list[tuple[int, list[int]]] = []
+    finished = threading.Event()
 
     def kill_learner() -> None:
-        deadline = time.time() + 400
-        while time.time() < deadline:
+        """Kill the learner's processes once step `kill_after` is reached, however long the run takes to get there."""
+        while not finished.is_set():
             path = run_dir / "metrics.jsonl"
             seen = [r["step"] for r in read_metrics(path) if r.get("event") == "step"] if path.is_file() else []
             if max(seen, default=0) >= kill_after:
@@ -176,8 +185,13 @@ def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, 
                 return
             time.sleep(0.2)
 
-    threading.Thread(target=kill_learner, daemon=True).start()
-    assert Driver(cfg, run_dir, worker_cls=PacedWorker).run() == 0
+    killer = threading.Thread(target=kill_learner, daemon=True)
+    killer.start()
+    try:
+        assert Driver(cfg, run_dir, worker_cls=PacedWorker).run() == 0
+    finally:
+        finished.set()
+        killer.join()
     assert len(killed) == 1 and killed[0][1], "no Ray Train worker process was found to kill"
     seen_at_kill = killed[0][0]
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "step"]
