@@ -8,6 +8,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,20 @@ from sopo_ray.tracking import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@contextmanager
+def beside_the_run(inject: Callable[[threading.Event], None]) -> Iterator[None]:
+    """Run `inject(finished)` on a thread while the body runs the driver; `finished` is set once the body ends, so
+    the injector waits for its step however long the run takes (no wall-clock deadline on a loaded machine)."""
+    finished = threading.Event()
+    injector = threading.Thread(target=inject, args=(finished,), daemon=True)
+    injector.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        injector.join()
 
 
 def test_hung_worker_dead_worker_and_dead_queue_are_survived(ray_cluster, smoke_workdir, tmp_path):
@@ -44,11 +60,8 @@ def test_hung_worker_dead_worker_and_dead_queue_are_survived(ray_cluster, smoke_
         path = run_dir / "metrics.jsonl"
         return [r["step"] for r in read_metrics(path) if r.get("event") == "step"] if path.is_file() else []
 
-    finished = threading.Event()
-
-    def inject() -> None:
-        """Each fault once its step is reached, for as long as the run lasts (no wall-clock deadline: a loaded
-        machine can take minutes to reach step 3)."""
+    def inject(finished: threading.Event) -> None:
+        """Each fault once its step is reached, for as long as the run lasts."""
         while not finished.is_set() and not injected:
             healthy = [name for name in driver.pool.workers if name != "rollout-0"] if driver.pool else []
             if max(steps(), default=0) >= 3 and healthy:
@@ -61,13 +74,8 @@ def test_hung_worker_dead_worker_and_dead_queue_are_survived(ray_cluster, smoke_
                 injected.append("queue")
             time.sleep(0.2)
 
-    injector = threading.Thread(target=inject, daemon=True)
-    injector.start()
-    try:
+    with beside_the_run(inject):
         assert driver.run() == 0
-    finally:
-        finished.set()
-        injector.join()
     assert injected == ["worker", "queue"]
     records = list(read_metrics(run_dir / "metrics.jsonl"))
     step_records = [r for r in records if r.get("event") == "step"]
@@ -170,9 +178,8 @@ def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, 
         f"workdir={smoke_workdir}", f"data.root={smoke_workdir}/data", "schedule.total_steps=14",
         f"checkpoint.interval={interval}", "log.final_eval=false", f"cluster.storage_path=file://{tmp_path}/bucket"])
     killed: list[tuple[int, list[int]]] = []
-    finished = threading.Event()
 
-    def kill_learner() -> None:
+    def kill_learner(finished: threading.Event) -> None:
         """Kill the learner's processes once step `kill_after` is reached, however long the run takes to get there."""
         while not finished.is_set():
             path = run_dir / "metrics.jsonl"
@@ -185,13 +192,8 @@ def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, 
                 return
             time.sleep(0.2)
 
-    killer = threading.Thread(target=kill_learner, daemon=True)
-    killer.start()
-    try:
+    with beside_the_run(kill_learner):
         assert Driver(cfg, run_dir, worker_cls=PacedWorker).run() == 0
-    finally:
-        finished.set()
-        killer.join()
     assert len(killed) == 1 and killed[0][1], "no Ray Train worker process was found to kill"
     seen_at_kill = killed[0][0]
     records = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("event") == "step"]
