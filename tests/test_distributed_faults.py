@@ -26,6 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
+def logged_steps(run_dir: Path) -> list[int]:
+    """The learner steps the run has logged so far (none before its metrics file exists)."""
+    path = run_dir / "metrics.jsonl"
+    return [r["step"] for r in read_metrics(path) if r.get("event") == "step"] if path.is_file() else []
+
+
 @contextmanager
 def beside_the_run(inject: Callable[[threading.Event], None]) -> Iterator[None]:
     """Run `inject(finished)` on a thread while the body runs the driver; `finished` is set once the body ends, so
@@ -56,20 +62,17 @@ def test_hung_worker_dead_worker_and_dead_queue_are_survived(ray_cluster, smoke_
     driver = Driver(cfg, run_dir, worker_cls=SleepyWorker)
     injected: list[str] = []
 
-    def steps() -> list[int]:
-        path = run_dir / "metrics.jsonl"
-        return [r["step"] for r in read_metrics(path) if r.get("event") == "step"] if path.is_file() else []
-
     def inject(finished: threading.Event) -> None:
         """Each fault once its step is reached, for as long as the run lasts."""
         while not finished.is_set() and not injected:
             healthy = [name for name in driver.pool.workers if name != "rollout-0"] if driver.pool else []
-            if max(steps(), default=0) >= 3 and healthy:
+            if max(logged_steps(run_dir), default=0) >= 3 and healthy:
                 ray.kill(driver.pool.workers[healthy[0]][0])
                 injected.append("worker")
             time.sleep(0.2)
         while not finished.is_set() and len(injected) < 2:
-            if max(steps(), default=0) >= 6 and driver.pipeline is not None and driver.pipeline.mirror is not None:
+            mirrored = driver.pipeline is not None and driver.pipeline.mirror is not None
+            if max(logged_steps(run_dir), default=0) >= 6 and mirrored:
                 ray.kill(driver.queue, no_restart=False)
                 injected.append("queue")
             time.sleep(0.2)
@@ -182,8 +185,7 @@ def test_killed_learner_worker_restarts_from_its_latest_checkpoint(ray_cluster, 
     def kill_learner(finished: threading.Event) -> None:
         """Kill the learner's processes once step `kill_after` is reached, however long the run takes to get there."""
         while not finished.is_set():
-            path = run_dir / "metrics.jsonl"
-            seen = [r["step"] for r in read_metrics(path) if r.get("event") == "step"] if path.is_file() else []
+            seen = logged_steps(run_dir)
             if max(seen, default=0) >= kill_after:
                 pids = _train_worker_pids()
                 for pid in pids:
